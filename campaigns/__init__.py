@@ -1,0 +1,1 @@
+"""Rules of each way of raising money. Uses ledger/, knows nothing of Flask or HTTP."""

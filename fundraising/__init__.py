@@ -1,0 +1,42 @@
+"""The Flask application that composes the ledger, campaigns and receipts.
+
+``create_app`` is the only way to build it; extensions are created unbound in
+:mod:`fundraising.extensions` and bound here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from fundraising.config import ConfigError, from_environment
+from fundraising.extensions import db, migrate
+from ledger.db import configure_engine, engine_options
+
+__all__ = ["ConfigError", "create_app"]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_app(overrides: dict[str, Any] | None = None, *, instance_path: str | None = None) -> Flask:
+    """Build the application from the environment; ``overrides`` win over it (tests)."""
+    app = Flask(__name__, instance_relative_config=True, instance_path=instance_path)
+    app.config.update(from_environment(Path(app.instance_path)))
+    if overrides:
+        app.config.update(overrides)
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
+    )
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
+    with app.app_context():
+        configure_engine(db.engine)
+
+    from fundraising import cli, problems, web
+
+    problems.register_error_handlers(app)
+    app.register_blueprint(web.bp)
+    cli.register(app)
+    return app

@@ -1,0 +1,190 @@
+"""The ``fundraising`` command: the Flask CLI bound to the app factory.
+
+Every command that writes runs its work through :func:`ledger.run_in_transaction`. Bad input
+gives one line on stderr and a non-zero exit, never a traceback; files are written to a
+temporary name and renamed at the end, so a failed export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import IO, Any
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup
+
+from fundraising.config import ConfigError
+from fundraising.extensions import db
+from ledger import LedgerError, find_violations, trial_balance
+from ledger.money import Money
+
+
+def _create_app() -> Flask:
+    from fundraising import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False)
+def cli() -> None:
+    """Participatory crowdfunding engine: ledger, campaigns, round-ups, loans."""
+
+
+def main() -> None:
+    """Console-script entry point: configuration and domain errors become one line."""
+    try:
+        cli.main(prog_name="fundraising")
+    except ConfigError as exc:
+        click.echo(f"fundraising: configuration: {exc}", err=True)
+        sys.exit(2)
+    except LedgerError as exc:
+        click.echo(f"fundraising: {exc.message}", err=True)
+        sys.exit(1)
+
+
+def _parse_date(_ctx: click.Context, param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a date as YYYY-MM-DD, got {value!r}", param=param) from None
+
+
+def show_progress() -> bool:
+    """Progress bars only on a terminal; pipes and CI stay quiet."""
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    if not show_progress():
+        yield lambda _n=1: None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[IO[str]]:
+    """Write to a temporary file beside ``path`` and move it in place only on success."""
+    directory = path.resolve().parent
+    if not directory.is_dir():
+        raise click.BadParameter(f"directory {directory} does not exist", param_hint="-o")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            yield out
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+@click.group("ledger")
+def ledger_group() -> None:
+    """Check and inspect the books."""
+
+
+@ledger_group.command("check")
+def ledger_check() -> None:
+    """Exit 0 when every ledger invariant holds; otherwise print each violation and exit 1."""
+    violations = find_violations(db.session)
+    db.session.rollback()
+    for line in violations:
+        click.echo(line)
+    if violations:
+        sys.exit(1)
+    click.echo("ledger check: ok", err=True)
+
+
+@ledger_group.command("trial-balance")
+@click.option("--at", "at", callback=_parse_date, help="Only entries effective on or before this date (YYYY-MM-DD).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+def ledger_trial_balance(at: date | None, fmt: str) -> None:
+    """Debits, credits and balance of every account, in minor units and formatted."""
+    rows = trial_balance(db.session, at)
+    db.session.rollback()
+    if fmt == "json":
+        click.echo(json.dumps([_row_dict(r) for r in rows], ensure_ascii=False, indent=2))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["code", "account", "name", "currency", "debits", "credits", "balance"])
+        for r in rows:
+            writer.writerow([r.code, r.key, r.name, r.currency, r.debits, r.credits, r.balance])
+    else:
+        _print_table(rows)
+
+
+def _row_dict(r: Any) -> dict[str, Any]:
+    return {"code": r.code, "account": r.key, "name": r.name, "type": r.type, "currency": r.currency,
+            "debits": r.debits, "credits": r.credits, "balance": r.balance}
+
+
+def _print_table(rows: list[Any]) -> None:
+    header = f"{'code':<6} {'account':<32} {'debits':>16} {'credits':>16} {'balance':>16}"
+    click.echo(header)
+    click.echo("-" * len(header))
+    totals: dict[str, list[int]] = {}
+    for r in rows:
+        click.echo(
+            f"{r.code:<6} {r.key[:32]:<32} {_fmt(r.debits, r.currency):>16} {_fmt(r.credits, r.currency):>16} "
+            f"{_fmt(r.balance, r.currency):>16}"
+        )
+        t = totals.setdefault(r.currency, [0, 0])
+        t[0] += r.debits
+        t[1] += r.credits
+    click.echo("-" * len(header))
+    for currency, (debits, credits) in sorted(totals.items()):
+        click.echo(f"{'total':<39} {_fmt(debits, currency):>16} {_fmt(credits, currency):>16} "
+                   f"{_fmt(debits - credits, currency):>16}")
+
+
+def _fmt(amount: int, currency: str) -> str:
+    return str(Money(amount, currency))
+
+
+# --------------------------------------------------------------------------- export
+
+
+@click.command("export")
+@click.argument("fmt", metavar="beancount|csv", type=click.Choice(["beancount", "csv"]))
+@click.option("--from", "date_from", callback=_parse_date, help="First effective date included (YYYY-MM-DD).")
+@click.option("--to", "date_to", callback=_parse_date, help="Last effective date included (YYYY-MM-DD).")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write; replaced only once the export is complete.")
+def export_command(fmt: str, date_from: date | None, date_to: date | None, output: Path) -> None:
+    """Export the books: a beancount ledger (checked by bean-check) or one CSV row per posting.
+
+    Streams from the database, so memory stays flat whatever the size of the books.
+    """
+    from ledger import export
+
+    if date_from and date_to and date_from > date_to:
+        raise click.BadParameter("--from is after --to", param_hint="--from")
+    total = export.count_postings(db.session, date_from, date_to)
+    writer = export.write_beancount if fmt == "beancount" else export.write_csv
+    with atomic_output(output) as out, progress(total, f"export {fmt}") as advance:
+        count = writer(db.session, out, date_from=date_from, date_to=date_to, on_posting=advance)
+    db.session.rollback()
+    click.echo(f"exported {count} postings to {output}", err=True)
+
+
+def register(app: Flask) -> None:
+    from fundraising.demo import demo_command
+
+    app.cli.add_command(ledger_group)
+    app.cli.add_command(export_command)
+    app.cli.add_command(demo_command)

@@ -1,0 +1,84 @@
+"""Configuration from the environment, checked once at start-up.
+
+Every setting is optional. A wrong one raises :class:`ConfigError` with one line naming the
+variable, which the console script and ``wsgi.py`` print instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from ledger.db import normalize_url
+from ledger.money import is_currency
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message is one line meant for the operator."""
+
+
+def _database_url(env: Mapping[str, str], instance_path: Path) -> str:
+    raw = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'fundraising.db'}"
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(f"DATABASE_URL is not a database URL: {raw!r}") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(f"DATABASE_URL must be sqlite:///PATH or postgresql://USER@HOST/DB, got {raw!r}")
+    return normalize_url(raw)
+
+
+def _secret_key(env: Mapping[str, str], instance_path: Path) -> str:
+    """SECRET_KEY, or a random one kept in the instance folder (never in the repository)."""
+    if env.get("SECRET_KEY"):
+        if len(env["SECRET_KEY"]) < 16:
+            raise ConfigError("SECRET_KEY must be at least 16 characters")
+        return env["SECRET_KEY"]
+    key_file = instance_path / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(48))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def _port(env: Mapping[str, str]) -> int | None:
+    raw = env.get("MAIL_PORT")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"MAIL_PORT must be a port number, got {raw!r}")
+    return int(raw)
+
+
+def load_config(env: Mapping[str, str], instance_path: Path) -> dict[str, Any]:
+    """Build the Flask configuration from environment variables."""
+    instance_path.mkdir(parents=True, exist_ok=True)
+    currency = env.get("PLATFORM_CURRENCY", "EUR")
+    if not is_currency(currency):
+        raise ConfigError(f"PLATFORM_CURRENCY must be an ISO 4217 code the engine knows, got {currency!r}")
+    database_url = _database_url(env, instance_path)
+    return {
+        "SECRET_KEY": _secret_key(env, instance_path),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "PLATFORM_CURRENCY": currency,
+        "STRIPE_SECRET_KEY": env.get("STRIPE_SECRET_KEY") or None,
+        "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET") or None,
+        "STRIPE_API_BASE": env.get("STRIPE_API_BASE") or None,
+        "REDIS_URL": env.get("REDIS_URL") or None,
+        "MAIL_SERVER": env.get("MAIL_SERVER") or None,
+        "MAIL_PORT": _port(env),
+        "OUTBOX_DIR": str(instance_path / "outbox"),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "JSON_SORT_KEYS": False,
+    }
+
+
+def from_environment(instance_path: Path) -> dict[str, Any]:
+    return load_config(os.environ, instance_path)

@@ -1,0 +1,99 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``), in one place.
+
+Domain errors from ``ledger`` (and later ``campaigns``) map to an HTTP status by class; HTTP
+errors keep theirs. Pages outside the API get an HTML error page instead. A 500 is always a bug:
+it is logged with its traceback and the client sees no detail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, current_app, json, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from ledger import errors as ledger_errors
+
+PROBLEM_MIMETYPE = "application/problem+json"
+
+#: Status for each domain error class; the nearest class in the MRO wins.
+STATUS_BY_ERROR: dict[type[Exception], int] = {
+    ledger_errors.LedgerError: 422,
+    ledger_errors.InvalidEntry: 422,
+    ledger_errors.InvalidResolution: 422,
+    ledger_errors.AccountNotFound: 404,
+    ledger_errors.EntryNotFound: 404,
+    ledger_errors.AccountClosed: 409,
+    ledger_errors.AccountExists: 409,
+    ledger_errors.AccountNotEmpty: 409,
+    ledger_errors.InsufficientFunds: 409,
+    ledger_errors.IdempotencyConflict: 409,
+    ledger_errors.AlreadyResolved: 409,
+    ledger_errors.AlreadyReversed: 409,
+}
+
+
+def status_for(exc: Exception) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    type_: str = "about:blank",
+    errors: dict[str, list[str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _wants_problem() -> bool:
+    return request.path.startswith("/api/")
+
+
+def domain_problem(exc: ledger_errors.LedgerError) -> Response:
+    field = getattr(exc, "field", None)
+    return problem(
+        status_for(exc),
+        type(exc).__name__,
+        exc.message,
+        type_=f"/problems/{exc.code}",
+        errors={field: [exc.message]} if field else None,
+    )
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ledger_errors.LedgerError)
+    def _domain(exc: ledger_errors.LedgerError) -> Any:
+        if _wants_problem():
+            return domain_problem(exc)
+        return render_template("error.html", status=status_for(exc), message=exc.message), status_for(exc)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        status = exc.code or 500
+        if _wants_problem():
+            headers = dict(exc.get_headers()) if status == 405 else None
+            allow = {"Allow": headers["Allow"]} if headers and "Allow" in headers else None
+            return problem(status, exc.name, exc.description, headers=allow)
+        return render_template("error.html", status=status, message=exc.description), status
+
+    @app.errorhandler(Exception)
+    def _bug(exc: Exception) -> Any:
+        current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
+        if _wants_problem():
+            return problem(500, "Internal Server Error", "An unexpected error occurred; it has been logged.")
+        return render_template("error.html", status=500, message="Une erreur inattendue s'est produite."), 500

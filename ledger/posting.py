@@ -1,0 +1,767 @@
+"""Posting to the ledger: the only way money moves.
+
+Every function takes an open SQLAlchemy ``Session``, writes through it, and never commits: the
+caller's unit of work commits or rolls back (see :mod:`ledger.unit_of_work`).
+
+Concurrency. Balance rows are locked in one global order, ``(account_id, shard)``, within an
+entry, so single-entry transactions never deadlock. A hot account spreads its balance over
+``balance_shards`` rows and each increase lands on a random shard, so concurrent gifts to one
+campaign do not queue on one row. A decrease of an account that may not go negative locks every
+shard of that account (in order) and checks the total first.
+
+Idempotency. An entry posted with an ``idempotency_key`` that exists returns the stored entry
+when the request is the same (``replayed=True``) and raises :class:`IdempotencyConflict` when it
+differs. On PostgreSQL concurrent posts of one key are serialized by a transaction-scoped advisory
+lock, so the second waits for the first and then sees it; SQLite serializes writers anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from sqlalchemy import insert, select, text
+from sqlalchemy.orm import Session
+
+from ledger.errors import (
+    AccountClosed,
+    AccountExists,
+    AccountNotEmpty,
+    AccountNotFound,
+    AlreadyResolved,
+    AlreadyReversed,
+    EntryNotFound,
+    IdempotencyConflict,
+    InsufficientFunds,
+    InvalidEntry,
+    InvalidResolution,
+)
+from ledger.models import POSTED_PHASES, Account, AccountType, Balance, Entry, Phase, Posting, normal_sign
+from ledger.money import MAX_AMOUNT, is_amount, is_currency
+
+MAX_POSTINGS_PER_ENTRY = 10_000
+MAX_MEMO_LENGTH = 2_000
+MAX_KIND_LENGTH = 40
+MAX_KEY_LENGTH = 200
+
+
+# --------------------------------------------------------------------------- value types
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One side of a requested entry: ``amount`` minor units on ``account_id``, debit positive."""
+
+    account_id: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRequest:
+    """What a caller asks the ledger to record. Immutable; hashed for idempotency."""
+
+    kind: str
+    legs: tuple[Leg, ...]
+    effective_on: date
+    memo: str = ""
+    ref_type: str | None = None
+    ref_id: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostingView:
+    account_id: int
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class PostedEntry:
+    """An entry as stored. ``replayed`` is true when an idempotent retry returned it."""
+
+    id: uuid.UUID
+    phase: str
+    kind: str
+    effective_on: date
+    memo: str
+    ref_type: str | None
+    ref_id: str | None
+    idempotency_key: str | None
+    pending_id: uuid.UUID | None
+    reverses_id: uuid.UUID | None
+    created_at: datetime
+    postings: tuple[PostingView, ...]
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AccountBalance:
+    """An account's cached balance. ``posted`` is signed (debit positive); the ``*_normal``
+    properties turn amounts to the account's own side (a credit-normal fund shows a positive
+    balance when it holds money)."""
+
+    account_id: int
+    currency: str
+    sign: int
+    posted: int
+    pending_debits: int
+    pending_credits: int
+
+    @property
+    def posted_normal(self) -> int:
+        return self.sign * self.posted
+
+    @property
+    def pending_outflow(self) -> int:
+        return self.pending_credits if self.sign > 0 else self.pending_debits
+
+    @property
+    def pending_inflow(self) -> int:
+        return self.pending_debits if self.sign > 0 else self.pending_credits
+
+    @property
+    def available(self) -> int:
+        """Posted balance on the account's side, less what pending entries may take out."""
+        return self.posted_normal - self.pending_outflow
+
+
+@dataclass(slots=True)
+class _Delta:
+    posted: int = 0
+    pending_debits: int = 0
+    pending_credits: int = 0
+    shards: list[int] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def new_entry_id() -> uuid.UUID:
+    """A time-ordered UUID (version 7 layout): 48 bits of milliseconds, then random bits."""
+    ms = time.time_ns() // 1_000_000
+    raw = bytearray(ms.to_bytes(6, "big") + os.urandom(10))
+    raw[6] = (raw[6] & 0x0F) | 0x70
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return uuid.UUID(bytes=bytes(raw))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def request_hash(phase: str, request: EntryRequest, target_id: uuid.UUID | None = None) -> str:
+    """A digest of everything that defines a request, so retries can be compared."""
+    payload = {
+        "phase": phase,
+        "kind": request.kind,
+        "effective_on": request.effective_on.isoformat(),
+        "memo": request.memo,
+        "ref": [request.ref_type, request.ref_id],
+        "legs": sorted([leg.account_id, leg.amount] for leg in request.legs),
+        "target": str(target_id) if target_id else None,
+    }
+    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _lock_key(session: Session, key: str) -> None:
+    """Serialize transactions that use the same key until the first one ends (PostgreSQL).
+    SQLite needs nothing: the engine opens write transactions with BEGIN IMMEDIATE."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+
+
+def _lock_keys(session: Session, keys: Sequence[str]) -> None:
+    if not keys or session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(h) FROM "
+            "(SELECT hashtextextended(k, 0) AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS s"
+        ),
+        {"keys": sorted(set(keys))},
+    )
+
+
+def validate_request(request: EntryRequest, *, min_legs: int = 2) -> None:
+    """Check an entry's shape without touching the database: raises :class:`InvalidEntry`."""
+    if not isinstance(request.kind, str) or not 0 < len(request.kind) <= MAX_KIND_LENGTH:
+        raise InvalidEntry("kind must be a non-empty string of at most 40 characters", field="kind")
+    if not isinstance(request.effective_on, date) or isinstance(request.effective_on, datetime):
+        raise InvalidEntry("effective_on must be a date", field="effective_on")
+    if not isinstance(request.memo, str) or len(request.memo) > MAX_MEMO_LENGTH:
+        raise InvalidEntry("memo must be a string of at most 2000 characters", field="memo")
+    key = request.idempotency_key
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH):
+        raise InvalidEntry("idempotency key must be 1 to 200 characters", field="idempotency_key")
+    if not min_legs <= len(request.legs) <= MAX_POSTINGS_PER_ENTRY:
+        raise InvalidEntry(f"an entry needs {min_legs} to {MAX_POSTINGS_PER_ENTRY} postings", field="postings")
+    for leg in request.legs:
+        if type(leg.account_id) is not int:
+            raise InvalidEntry("account ids are integers", field="postings")
+        if not is_amount(leg.amount):
+            raise InvalidEntry(
+                f"amounts are integers in minor units up to {MAX_AMOUNT}, got {leg.amount!r}",
+                field="postings",
+            )
+        if leg.amount == 0:
+            raise InvalidEntry("a posting cannot be zero", field="postings")
+
+
+def _check_accounts(request: EntryRequest, accounts: Mapping[int, Account]) -> None:
+    """Accounts exist and are open, and the legs sum to zero in each currency."""
+    totals: dict[str, int] = defaultdict(int)
+    for leg in request.legs:
+        account = accounts.get(leg.account_id)
+        if account is None:
+            raise AccountNotFound(f"no account {leg.account_id}", field="postings")
+        if account.closed_at is not None:
+            raise AccountClosed(f"account {account.key} is closed", field="postings")
+        totals[account.currency] += leg.amount
+    unbalanced = {cur: total for cur, total in totals.items() if total != 0}
+    if unbalanced:
+        detail = ", ".join(f"{total:+d} {cur}" for cur, total in sorted(unbalanced.items()))
+        raise InvalidEntry(f"postings do not sum to zero: {detail}", field="postings")
+
+
+def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, Account]:
+    wanted = sorted(set(ids))
+    found: dict[int, Account] = {}
+    for start in range(0, len(wanted), 1000):
+        chunk = wanted[start : start + 1000]
+        for account in session.scalars(select(Account).where(Account.id.in_(chunk))):
+            found[account.id] = account
+    return found
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+def open_account(
+    session: Session,
+    *,
+    key: str,
+    code: str,
+    name: str,
+    type: AccountType | str,
+    currency: str,
+    owner_type: str | None = None,
+    owner_id: int | None = None,
+    allow_negative: bool = False,
+    balance_shards: int = 1,
+    now: datetime | None = None,
+) -> Account:
+    """Open an account, or return the one with this ``key`` when its terms are the same."""
+    account_type = AccountType(type)
+    if not is_currency(currency):
+        raise InvalidEntry(f"unknown currency {currency!r}", field="currency")
+    if not (isinstance(code, str) and code.isdigit() and 1 <= len(code) <= 10):
+        raise InvalidEntry("an account code is 1 to 10 digits of the chart of accounts", field="code")
+    if not 1 <= balance_shards <= 64:
+        raise InvalidEntry("balance_shards must be between 1 and 64", field="balance_shards")
+    terms = {
+        "code": code,
+        "type": account_type.value,
+        "currency": currency,
+        "owner_type": owner_type,
+        "owner_id": owner_id,
+        "allow_negative": allow_negative,
+    }
+    _lock_key(session, f"account:{key}")
+    existing = session.scalar(select(Account).where(Account.key == key))
+    if existing is not None:
+        if any(getattr(existing, name_) != value for name_, value in terms.items()):
+            raise AccountExists(f"account {key} exists with other terms", field="key")
+        return existing
+    account = Account(
+        key=key, name=name, balance_shards=balance_shards, opened_at=now or utcnow(), **terms
+    )
+    session.add(account)
+    session.flush()
+    session.execute(
+        insert(Balance),
+        [{"account_id": account.id, "shard": s, "posted": 0, "pending_debits": 0, "pending_credits": 0}
+         for s in range(balance_shards)],
+    )
+    return account
+
+
+def close_account(session: Session, account_id: int, *, now: datetime | None = None) -> Account:
+    """Close an empty account: no posting can reach it afterwards."""
+    account = session.get(Account, account_id, with_for_update=True)
+    if account is None:
+        raise AccountNotFound(f"no account {account_id}")
+    if account.closed_at is not None:
+        return account
+    balance = get_balance(session, account_id, lock=True)
+    if balance.posted or balance.pending_debits or balance.pending_credits:
+        raise AccountNotEmpty(f"account {account.key} still holds money")
+    account.closed_at = now or utcnow()
+    session.flush()
+    return account
+
+
+def get_balance(session: Session, account_id: int, *, lock: bool = False) -> AccountBalance:
+    """The account's cached balance: one indexed read of at most ``balance_shards`` rows."""
+    account = session.get(Account, account_id)
+    if account is None:
+        raise AccountNotFound(f"no account {account_id}")
+    query = select(Balance.posted, Balance.pending_debits, Balance.pending_credits).where(
+        Balance.account_id == account_id
+    ).order_by(Balance.shard)
+    if lock:
+        query = query.with_for_update()
+    rows = session.execute(query).all()
+    return AccountBalance(
+        account_id=account_id,
+        currency=account.currency,
+        sign=account.normal_sign,
+        posted=sum(r[0] for r in rows),
+        pending_debits=sum(r[1] for r in rows),
+        pending_credits=sum(r[2] for r in rows),
+    )
+
+
+# --------------------------------------------------------------------------- balances
+
+
+def _deltas(legs: Iterable[Leg], phase: str, sign: int = 1) -> dict[int, _Delta]:
+    """How ``legs`` move each account's cached balance. ``sign=-1`` releases pending legs."""
+    deltas: dict[int, _Delta] = defaultdict(_Delta)
+    for leg in legs:
+        delta = deltas[leg.account_id]
+        amount = sign * leg.amount
+        if phase == Phase.PENDING:
+            if leg.amount > 0:
+                delta.pending_debits += amount
+            else:
+                delta.pending_credits -= amount
+        else:
+            delta.posted += amount
+    return deltas
+
+
+def _merge(*many: Mapping[int, _Delta]) -> dict[int, _Delta]:
+    merged: dict[int, _Delta] = defaultdict(_Delta)
+    for deltas in many:
+        for account_id, d in deltas.items():
+            m = merged[account_id]
+            m.posted += d.posted
+            m.pending_debits += d.pending_debits
+            m.pending_credits += d.pending_credits
+    return merged
+
+
+def _available_change(account: Account, delta: _Delta) -> int:
+    sign = account.normal_sign
+    outflow = delta.pending_credits if sign > 0 else delta.pending_debits
+    return sign * delta.posted - outflow
+
+
+def _apply_deltas(session: Session, accounts: Mapping[int, Account], deltas: Mapping[int, _Delta]) -> None:
+    """Update cached balances in ``account_id`` order, checking accounts that may not go
+    negative. On a refusal, the updates already made are undone before raising, so the
+    transaction stays consistent even if the caller goes on."""
+    applied: list[tuple[int, int, _Delta]] = []
+    try:
+        for account_id in sorted(deltas):
+            delta = deltas[account_id]
+            if not (delta.posted or delta.pending_debits or delta.pending_credits):
+                continue
+            account = accounts[account_id]
+            if not account.allow_negative and _available_change(account, delta) < 0:
+                balance = get_balance(session, account_id, lock=True)
+                if balance.available + _available_change(account, delta) < 0:
+                    raise InsufficientFunds(
+                        f"account {account.key} would go below zero "
+                        f"(available {balance.available}, change {_available_change(account, delta)})",
+                        field="postings",
+                    )
+                shard = 0
+            else:
+                shard = random.randrange(account.balance_shards) if account.balance_shards > 1 else 0
+            _update_shard(session, account_id, shard, delta, 1)
+            applied.append((account_id, shard, delta))
+    except InsufficientFunds:
+        for account_id, shard, delta in applied:
+            _update_shard(session, account_id, shard, delta, -1)
+        raise
+
+
+_UPDATE_SHARD = text(
+    "UPDATE ledger_balances SET posted = posted + :p, pending_debits = pending_debits + :pd, "
+    "pending_credits = pending_credits + :pc WHERE account_id = :a AND shard = :s"
+)
+
+
+def _update_shard(session: Session, account_id: int, shard: int, delta: _Delta, sign: int) -> None:
+    session.execute(
+        _UPDATE_SHARD,
+        {
+            "p": sign * delta.posted,
+            "pd": sign * delta.pending_debits,
+            "pc": sign * delta.pending_credits,
+            "a": account_id,
+            "s": shard,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- entries
+
+
+def _find_by_key(session: Session, key: str) -> Entry | None:
+    return session.scalar(select(Entry).where(Entry.idempotency_key == key))
+
+
+def _replay(session: Session, existing: Entry, digest: str) -> PostedEntry:
+    if existing.request_hash != digest:
+        raise IdempotencyConflict(
+            f"idempotency key {existing.idempotency_key!r} was used for another request",
+            field="idempotency_key",
+        )
+    return load_entry(session, existing.id, replayed=True)
+
+
+def _insert_entry(
+    session: Session,
+    phase: str,
+    request: EntryRequest,
+    accounts: Mapping[int, Account],
+    digest: str | None,
+    *,
+    pending_id: uuid.UUID | None = None,
+    reverses_id: uuid.UUID | None = None,
+    now: datetime | None = None,
+) -> PostedEntry:
+    """Insert the postings, then the entry row that seals them (the database checks the seal)."""
+    entry_id = new_entry_id()
+    created_at = now or utcnow()
+    postings = tuple(
+        PostingView(leg.account_id, leg.amount, accounts[leg.account_id].currency) for leg in request.legs
+    )
+    if postings:
+        session.execute(
+            insert(Posting),
+            [{"entry_id": entry_id, "account_id": p.account_id, "amount": p.amount, "currency": p.currency}
+             for p in postings],
+        )
+    row = {
+        "id": entry_id,
+        "phase": phase,
+        "kind": request.kind,
+        "effective_on": request.effective_on,
+        "memo": request.memo,
+        "ref_type": request.ref_type,
+        "ref_id": request.ref_id,
+        "idempotency_key": request.idempotency_key,
+        "request_hash": digest,
+        "pending_id": pending_id,
+        "reverses_id": reverses_id,
+        "created_at": created_at,
+    }
+    session.execute(insert(Entry), [row])
+    return PostedEntry(postings=postings, replayed=False, **row_view(row))
+
+
+def row_view(row: Mapping[str, object]) -> dict[str, object]:
+    return {k: row[k] for k in (
+        "id", "phase", "kind", "effective_on", "memo", "ref_type", "ref_id",
+        "idempotency_key", "pending_id", "reverses_id", "created_at",
+    )}
+
+
+def load_entry(session: Session, entry_id: uuid.UUID, *, replayed: bool = False) -> PostedEntry:
+    entry = session.get(Entry, entry_id)
+    if entry is None:
+        raise EntryNotFound(f"no entry {entry_id}")
+    rows = session.execute(
+        select(Posting.account_id, Posting.amount, Posting.currency)
+        .where(Posting.entry_id == entry_id)
+        .order_by(Posting.id)
+    ).all()
+    return PostedEntry(
+        id=entry.id,
+        phase=entry.phase,
+        kind=entry.kind,
+        effective_on=entry.effective_on,
+        memo=entry.memo,
+        ref_type=entry.ref_type,
+        ref_id=entry.ref_id,
+        idempotency_key=entry.idempotency_key,
+        pending_id=entry.pending_id,
+        reverses_id=entry.reverses_id,
+        created_at=entry.created_at,
+        postings=tuple(PostingView(*r) for r in rows),
+        replayed=replayed,
+    )
+
+
+def post_entry(
+    session: Session, request: EntryRequest, *, pending: bool = False, now: datetime | None = None
+) -> PostedEntry:
+    """Record a balanced entry. With ``pending=True`` the amounts are reserved (pending
+    balances) until :func:`post_pending` or :func:`void_pending` resolves the entry."""
+    validate_request(request)
+    phase = Phase.PENDING if pending else Phase.POSTED
+    digest = request_hash(phase, request)
+    if request.idempotency_key is not None:
+        _lock_key(session, f"entry:{request.idempotency_key}")
+        existing = _find_by_key(session, request.idempotency_key)
+        if existing is not None:
+            return _replay(session, existing, digest)
+    accounts = _load_accounts(session, (leg.account_id for leg in request.legs))
+    _check_accounts(request, accounts)
+    _apply_deltas(session, accounts, _deltas(request.legs, phase))
+    return _insert_entry(session, phase, request, accounts, digest, now=now)
+
+
+def _lock_entry(session: Session, entry_id: uuid.UUID) -> Entry:
+    entry = session.get(Entry, entry_id, with_for_update=True, populate_existing=True)
+    if entry is None:
+        raise EntryNotFound(f"no entry {entry_id}", field="entry_id")
+    return entry
+
+
+def _resolution_request(
+    kind: str, legs: tuple[Leg, ...], effective_on: date | None, memo: str, idempotency_key: str | None,
+    target: Entry,
+) -> EntryRequest:
+    return EntryRequest(
+        kind=kind,
+        legs=legs,
+        effective_on=effective_on or utcnow().date(),
+        memo=memo,
+        ref_type=target.ref_type,
+        ref_id=target.ref_id,
+        idempotency_key=idempotency_key,
+    )
+
+
+def _partial_legs(pending_legs: Sequence[Leg], amounts: Mapping[int, int]) -> tuple[Leg, ...]:
+    """Check a partial post: same accounts, same direction, no more than pending, balanced
+    (checked later with the accounts' currencies)."""
+    by_account: dict[int, int] = defaultdict(int)
+    for leg in pending_legs:
+        by_account[leg.account_id] += leg.amount
+    legs = []
+    for account_id, amount in amounts.items():
+        if not is_amount(amount) or amount == 0:
+            raise InvalidResolution("amounts are non-zero integers in minor units", field="postings")
+        held = by_account.get(account_id)
+        if held is None:
+            raise InvalidResolution(f"account {account_id} is not in the pending entry", field="postings")
+        if (held > 0) != (amount > 0) or abs(amount) > abs(held):
+            raise InvalidResolution(
+                f"account {account_id}: {amount} is not within the pending {held}", field="postings"
+            )
+        legs.append(Leg(account_id, amount))
+    return tuple(legs)
+
+
+def post_pending(
+    session: Session,
+    pending_id: uuid.UUID,
+    *,
+    amounts: Mapping[int, int] | None = None,
+    kind: str | None = None,
+    effective_on: date | None = None,
+    memo: str = "",
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> PostedEntry:
+    """Post a pending entry, fully (``amounts=None``) or partly (``{account_id: amount}``,
+    each within the pending amount and in its direction). What is not posted is released."""
+    return _resolve(session, pending_id, Phase.POST_PENDING, amounts, kind, effective_on, memo, idempotency_key, now)
+
+
+def void_pending(
+    session: Session,
+    pending_id: uuid.UUID,
+    *,
+    kind: str | None = None,
+    effective_on: date | None = None,
+    memo: str = "",
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> PostedEntry:
+    """Release a pending entry: its amounts return to the accounts' available balances."""
+    return _resolve(session, pending_id, Phase.VOID_PENDING, None, kind, effective_on, memo, idempotency_key, now)
+
+
+def _resolve(
+    session: Session,
+    pending_id: uuid.UUID,
+    phase: Phase,
+    amounts: Mapping[int, int] | None,
+    kind: str | None,
+    effective_on: date | None,
+    memo: str,
+    idempotency_key: str | None,
+    now: datetime | None,
+) -> PostedEntry:
+    if idempotency_key is not None:
+        _lock_key(session, f"entry:{idempotency_key}")
+    target = _lock_entry(session, pending_id)
+    pending_legs = tuple(Leg(p.account_id, p.amount) for p in load_entry(session, pending_id).postings)
+    if phase == Phase.VOID_PENDING:
+        legs: tuple[Leg, ...] = ()
+    elif amounts is None:
+        legs = pending_legs
+    else:
+        legs = _partial_legs(pending_legs, amounts)
+    request = _resolution_request(kind or f"{target.kind}.{phase.value}", legs, effective_on, memo,
+                                  idempotency_key, target)
+    digest = request_hash(phase, request, pending_id)
+    if idempotency_key is not None:
+        existing = _find_by_key(session, idempotency_key)
+        if existing is not None:
+            return _replay(session, existing, digest)
+    if target.phase != Phase.PENDING:
+        raise AlreadyResolved(f"entry {pending_id} is not pending", field="entry_id")
+    if session.scalar(select(Entry.id).where(Entry.pending_id == pending_id)) is not None:
+        raise AlreadyResolved(f"entry {pending_id} was already posted or voided", field="entry_id")
+    validate_request(request, min_legs=0 if phase == Phase.VOID_PENDING else 2)
+    accounts = _load_accounts(session, (leg.account_id for leg in pending_legs))
+    if legs:
+        _check_accounts(request, accounts)
+    deltas = _merge(_deltas(pending_legs, Phase.PENDING, sign=-1), _deltas(legs, phase))
+    _apply_deltas(session, accounts, deltas)
+    return _insert_entry(session, phase, request, accounts, digest, pending_id=pending_id, now=now)
+
+
+def reverse_entry(
+    session: Session,
+    entry_id: uuid.UUID,
+    *,
+    kind: str | None = None,
+    effective_on: date | None = None,
+    memo: str = "",
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> PostedEntry:
+    """Cancel a posted entry with one carrying the opposite postings, linked to it. An entry
+    is reversed at most once; pending entries are voided instead, and reversals are final."""
+    if idempotency_key is not None:
+        _lock_key(session, f"entry:{idempotency_key}")
+    target = _lock_entry(session, entry_id)
+    original = load_entry(session, entry_id)
+    legs = tuple(Leg(p.account_id, -p.amount) for p in original.postings)
+    request = _resolution_request(kind or f"{target.kind}.reversal", legs, effective_on, memo,
+                                  idempotency_key, target)
+    digest = request_hash(Phase.REVERSAL, request, entry_id)
+    if idempotency_key is not None:
+        existing = _find_by_key(session, idempotency_key)
+        if existing is not None:
+            return _replay(session, existing, digest)
+    if target.phase not in (Phase.POSTED, Phase.POST_PENDING):
+        raise AlreadyReversed(f"a {target.phase} entry cannot be reversed", field="entry_id")
+    if session.scalar(select(Entry.id).where(Entry.reverses_id == entry_id)) is not None:
+        raise AlreadyReversed(f"entry {entry_id} was already reversed", field="entry_id")
+    validate_request(request)
+    accounts = _load_accounts(session, (leg.account_id for leg in legs))
+    _check_accounts(request, accounts)
+    _apply_deltas(session, accounts, _deltas(legs, Phase.POSTED))
+    return _insert_entry(session, Phase.REVERSAL, request, accounts, digest, reverses_id=entry_id, now=now)
+
+
+def entry_status(session: Session, entry_id: uuid.UUID) -> str:
+    """``posted``, ``reversed``, ``pending``, ``pending_posted`` or ``voided``, derived from the
+    append-only records (an entry's row never changes)."""
+    entry = session.get(Entry, entry_id)
+    if entry is None:
+        raise EntryNotFound(f"no entry {entry_id}")
+    if entry.phase == Phase.PENDING:
+        resolution = session.scalar(select(Entry.phase).where(Entry.pending_id == entry_id))
+        if resolution is None:
+            return "pending"
+        return "pending_posted" if resolution == Phase.POST_PENDING else "voided"
+    if entry.phase in POSTED_PHASES and entry.phase != Phase.REVERSAL:
+        if session.scalar(select(Entry.id).where(Entry.reverses_id == entry_id)) is not None:
+            return "reversed"
+    return str(entry.phase)
+
+
+# --------------------------------------------------------------------------- bulk
+
+
+def post_entries(session: Session, requests: Sequence[EntryRequest], *, now: datetime | None = None) -> list[PostedEntry]:
+    """Record many posted entries at once, with the guarantees of :func:`post_entry`.
+
+    Entries whose idempotency key exists with the same request are returned as replays and
+    not recorded again; one with the same key and another request fails the whole call.
+    Balances move once per account (sum of the batch), and an account that may not go
+    negative is checked against the batch's net effect. Callers bound the batch size
+    (a few thousand entries) so a transaction stays short.
+    """
+    for request in requests:
+        validate_request(request)
+    digests = [request_hash(Phase.POSTED, r) for r in requests]
+    keys = [r.idempotency_key for r in requests if r.idempotency_key is not None]
+    if len(keys) != len(set(keys)):
+        raise IdempotencyConflict("the same idempotency key appears twice in one batch", field="idempotency_key")
+    _lock_keys(session, [f"entry:{k}" for k in keys])
+    existing = _existing_keys(session, keys)
+    results: list[PostedEntry | None] = [None] * len(requests)
+    fresh: list[int] = []
+    for i, request in enumerate(requests):
+        found = existing.get(request.idempotency_key) if request.idempotency_key else None
+        if found is None:
+            fresh.append(i)
+        elif found[1] != digests[i]:
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key!r} was used for another request",
+                field="idempotency_key",
+            )
+        else:
+            results[i] = load_entry(session, found[0], replayed=True)
+    accounts = _load_accounts(session, (leg.account_id for i in fresh for leg in requests[i].legs))
+    for i in fresh:
+        _check_accounts(requests[i], accounts)
+    _apply_deltas(session, accounts, _deltas((leg for i in fresh for leg in requests[i].legs), Phase.POSTED))
+    created_at = now or utcnow()
+    posting_rows: list[dict[str, object]] = []
+    entry_rows: list[dict[str, object]] = []
+    for i in fresh:
+        request = requests[i]
+        entry_id = new_entry_id()
+        postings = tuple(
+            PostingView(leg.account_id, leg.amount, accounts[leg.account_id].currency) for leg in request.legs
+        )
+        posting_rows.extend(
+            {"entry_id": entry_id, "account_id": p.account_id, "amount": p.amount, "currency": p.currency}
+            for p in postings
+        )
+        row = {
+            "id": entry_id, "phase": Phase.POSTED.value, "kind": request.kind,
+            "effective_on": request.effective_on, "memo": request.memo, "ref_type": request.ref_type,
+            "ref_id": request.ref_id, "idempotency_key": request.idempotency_key,
+            "request_hash": digests[i], "pending_id": None, "reverses_id": None, "created_at": created_at,
+        }
+        entry_rows.append(row)
+        results[i] = PostedEntry(postings=postings, **row_view(row))
+    if posting_rows:
+        session.execute(insert(Posting), posting_rows)
+        session.execute(insert(Entry), entry_rows)
+    return [r for r in results if r is not None]
+
+
+def _existing_keys(session: Session, keys: Sequence[str]) -> dict[str, tuple[uuid.UUID, str | None]]:
+    found: dict[str, tuple[uuid.UUID, str | None]] = {}
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start : start + 1000]
+        rows = session.execute(
+            select(Entry.idempotency_key, Entry.id, Entry.request_hash).where(Entry.idempotency_key.in_(chunk))
+        )
+        for key, entry_id, digest in rows:
+            found[key] = (entry_id, digest)
+    return found

@@ -1,0 +1,49 @@
+"""One transaction per request, command or job.
+
+Services flush and never commit; :func:`run_in_transaction` is the one place that commits on
+success and rolls back on any error. A transaction that lost a race the database detected
+(serialization failure, deadlock, SQLite's busy lock) is retried from the start, a bounded number
+of times: services are functions of their arguments, so running one again is safe.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 5
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for errors that mean "try the same transaction again", never for bad input."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in RETRYABLE_SQLSTATES:
+        return True
+    return "database is locked" in str(orig)
+
+
+def run_in_transaction(session: Session, work: Callable[[Session], T], *, attempts: int = MAX_ATTEMPTS) -> T:
+    """Run ``work(session)`` and commit; roll back on any error, retrying races only."""
+    for attempt in range(1, attempts + 1):
+        try:
+            result = work(session)
+            session.commit()
+            return result
+        except BaseException as exc:
+            session.rollback()
+            if attempt < attempts and is_retryable(exc):
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                continue
+            raise
+    raise RuntimeError("unreachable")  # the loop returns or raises

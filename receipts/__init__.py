@@ -1,0 +1,1 @@
+"""Documents made from committed records (WeasyPrint). No Flask."""
