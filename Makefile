@@ -1,0 +1,62 @@
+# Two commands matter: `make run` and `make test`. Both create or update .venv from pyproject.toml.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+export FLASK_APP := fundraising:create_app
+
+.PHONY: run test test-fast lint format bench bench-quick migrate demo clean help
+
+help:
+	@echo "make run      - install, migrate the database, load the demo data once, serve http://$(HOST):$(PORT)"
+	@echo "make test     - install with the dev extras and run the whole suite (SQLite and PostgreSQL)"
+	@echo "make lint     - ruff"
+	@echo "make bench    - benchmarks (bench/), full size; make bench-quick for a short run"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Stamps: reinstall only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/fundraising db upgrade
+	$(BIN)/fundraising demo
+	$(BIN)/fundraising run --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -x -q -k "not postgresql" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrate: $(VENV)/.installed
+	$(BIN)/fundraising db upgrade
+
+demo: $(VENV)/.installed
+	$(BIN)/fundraising demo
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/ledger.py
+
+bench-quick: $(VENV)/.installed-dev
+	$(BIN)/python bench/ledger.py --quick
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis
