@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import click
 from flask import Flask
-from flask.cli import FlaskGroup
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from fundraising.config import ConfigError
 from fundraising.extensions import db
@@ -93,9 +93,7 @@ def atomic_output(path: Path) -> Iterator[IO[str]]:
 # --------------------------------------------------------------------------- ledger
 
 
-@click.group("ledger")
-def ledger_group() -> None:
-    """Check and inspect the books."""
+ledger_group = AppGroup("ledger", help="Check and inspect the books.")
 
 
 @ledger_group.command("check")
@@ -165,6 +163,7 @@ def _fmt(amount: int, currency: str) -> str:
 @click.option("--to", "date_to", callback=_parse_date, help="Last effective date included (YYYY-MM-DD).")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="File to write; replaced only once the export is complete.")
+@with_appcontext
 def export_command(fmt: str, date_from: date | None, date_to: date | None, output: Path) -> None:
     """Export the books: a beancount ledger (checked by bean-check) or one CSV row per posting.
 

@@ -13,6 +13,7 @@ import random
 from datetime import date, timedelta
 
 import click
+from flask.cli import with_appcontext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -158,6 +159,7 @@ def _cheque_postings(session: Session, a: dict[str, Account]) -> list:
 
 @click.command("demo")
 @click.option("--reset", is_flag=True, help="Drop every table, migrate again, then load the demo data.")
+@with_appcontext
 def demo_command(reset: bool) -> None:
     """Load demonstration data (accounts, gifts, pledges, round-ups, payouts) once."""
     if reset:

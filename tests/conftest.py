@@ -17,6 +17,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,18 +183,26 @@ def session(engine: Engine) -> Iterator[Session]:
     connection.close()
 
 
-@pytest.fixture
-def fresh_database(request: pytest.FixtureRequest, database: TestDatabase, sqlite_template: Path,
-                   tmp_path: Path) -> Iterator[TestDatabase]:
-    """An empty migrated database of the same backend, for tests that commit."""
-    if database.backend == "sqlite":
-        path = tmp_path / "fresh.db"
+@contextmanager
+def another_database(like: TestDatabase, sqlite_template: Path, folder: Path) -> Iterator[TestDatabase]:
+    """An empty migrated database of the same backend as ``like``, removed afterwards."""
+    if like.backend == "sqlite":
+        path = folder / f"fresh-{uuid.uuid4().hex[:8]}.db"
         shutil.copy(sqlite_template, path)
         yield TestDatabase("sqlite", f"sqlite:///{path}")
         return
-    db, schema = new_postgres_database(tmp_path)
-    yield db
-    drop_postgres_schema(schema)
+    db, schema = new_postgres_database(folder)
+    try:
+        yield db
+    finally:
+        drop_postgres_schema(schema)
+
+
+@pytest.fixture
+def fresh_database(database: TestDatabase, sqlite_template: Path, tmp_path: Path) -> Iterator[TestDatabase]:
+    """An empty migrated database of the same backend, for tests that commit."""
+    with another_database(database, sqlite_template, tmp_path) as db:
+        yield db
 
 
 @pytest.fixture(scope="session")
