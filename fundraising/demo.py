@@ -93,21 +93,31 @@ def _card_gifts(session: Session, a: dict[str, Account], rng: random.Random, sta
     return gifts
 
 
-def _offline_and_pledges(session: Session, a: dict[str, Account], rng: random.Random, start: date) -> None:
+def _cheques(session: Session, a: dict[str, Account], rng: random.Random, start: date) -> None:
+    """Twelve cheques for the bike workshop, then one deposit of all of them at the bank."""
+    total = 0
     for n in range(12):
-        day = start + timedelta(days=n)
         amount = rng.choice([2000, 3000, 5000, 8000])
-        post_entry(session, _entry("gift.cheque", day, f"Chèque reçu n°{n + 1}", f"demo:v1:cheque:{n}",
-                                   (a["511"], amount), (a["fund2"], -amount), ref=("contribution", f"cq-{n}")))
+        total += amount
+        post_entry(session, _entry("gift.cheque", start + timedelta(days=n), f"Chèque reçu n°{n + 1}",
+                                   f"demo:v1:cheque:{n}", (a["511"], amount), (a["fund2"], -amount),
+                                   ref=("contribution", f"cq-{n}")))
+    post_entry(session, _entry("cheque.deposit", start + timedelta(days=14), "Remise de chèques en banque",
+                               "demo:v1:deposit", (a["512"], total), (a["511"], -total)))
+
+
+def _pledges(session: Session, a: dict[str, Account], rng: random.Random, start: date) -> None:
+    """All-or-nothing pledges: held, then seven captured, one released, two still pending."""
     pledges = []
     for n in range(10):
         amount = rng.choice([1500, 2500, 4000])
         pledges.append(post_entry(session, _entry(
             "pledge.card", start + timedelta(days=n), f"Promesse de don n°{n + 1}", f"demo:v1:pledge:{n}",
             (a["4671"], amount), (a["fund3"], -amount), ref=("contribution", f"pl-{n}")), pending=True))
+    settled_on = start + timedelta(days=20)
     for n, pledge in enumerate(pledges[:7]):
-        post_pending(session, pledge.id, idempotency_key=f"demo:v1:capture:{n}", effective_on=start + timedelta(days=20))
-    void_pending(session, pledges[7].id, idempotency_key="demo:v1:release:7", effective_on=start + timedelta(days=20),
+        post_pending(session, pledge.id, idempotency_key=f"demo:v1:capture:{n}", effective_on=settled_on)
+    void_pending(session, pledges[7].id, idempotency_key="demo:v1:release:7", effective_on=settled_on,
                  memo="Carte refusée : promesse libérée")
 
 
@@ -136,10 +146,8 @@ def load_demo(session: Session, today: date | None = None) -> bool:
     gifts = _card_gifts(session, a, rng, start)
     reverse_entry(session, gifts[3].id, idempotency_key="demo:v1:refund:3", effective_on=start + timedelta(days=5),
                   memo="Remboursement à la demande du donateur")
-    _offline_and_pledges(session, a, rng, start)
-    cheques = sum(-p.amount for p in _cheque_postings(session, a))
-    post_entry(session, _entry("cheque.deposit", start + timedelta(days=14), "Remise de chèques en banque",
-                               "demo:v1:deposit", (a["512"], cheques), (a["511"], -cheques)))
+    _cheques(session, a, rng, start)
+    _pledges(session, a, rng, start)
     _roundups(session, a, rng, start)
     post_entry(session, _entry("processor.payout", start + timedelta(days=21), "Virement Stripe vers la banque",
                                "demo:v1:stripe-payout", (a["512"], 50000), (a["4671"], -50000)))
@@ -148,13 +156,6 @@ def load_demo(session: Session, today: date | None = None) -> bool:
     post_entry(session, _entry("volunteering", start + timedelta(days=26), "12 h de bénévolat de compétences",
                                "demo:v1:volunteering", (a["864"], 12 * 2500), (a["875"], -12 * 2500)))
     return True
-
-
-def _cheque_postings(session: Session, a: dict[str, Account]) -> list:
-    from ledger import Posting
-
-    return list(session.scalars(select(Posting).join(Entry, Entry.id == Posting.entry_id).where(
-        Entry.kind == "gift.cheque", Posting.account_id == a["fund2"].id)))
 
 
 @click.command("demo")

@@ -16,7 +16,7 @@ from datetime import date
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
-from ledger.models import POSTED_PHASES, Account, Balance, Entry, Phase, Posting
+from ledger.models import POSTED_PHASES, Account, Balance, Entry, Phase, Posting, normal_sign
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +169,6 @@ def _negative_balances(session: Session) -> Iterator[str]:
         .where(Account.allow_negative.is_(False))
         .group_by(Account.id, Account.key, Account.type, Account.code)
     )
-    from ledger.models import normal_sign
-
     for key, type_, code, posted, pending_debits, pending_credits in rows:
         sign = normal_sign(type_, code)
         outflow = pending_credits if sign > 0 else pending_debits

@@ -44,7 +44,7 @@ from ledger.errors import (
     InvalidEntry,
     InvalidResolution,
 )
-from ledger.models import POSTED_PHASES, Account, AccountType, Balance, Entry, Phase, Posting, normal_sign
+from ledger.models import Account, AccountType, Balance, Entry, Phase, Posting
 from ledger.money import MAX_AMOUNT, is_amount, is_currency
 
 MAX_POSTINGS_PER_ENTRY = 10_000
@@ -685,16 +685,18 @@ def entry_status(session: Session, entry_id: uuid.UUID) -> str:
         if resolution is None:
             return "pending"
         return "pending_posted" if resolution == Phase.POST_PENDING else "voided"
-    if entry.phase in POSTED_PHASES and entry.phase != Phase.REVERSAL:
-        if session.scalar(select(Entry.id).where(Entry.reverses_id == entry_id)) is not None:
-            return "reversed"
+    reversible = entry.phase in (Phase.POSTED, Phase.POST_PENDING)
+    if reversible and session.scalar(select(Entry.id).where(Entry.reverses_id == entry_id)) is not None:
+        return "reversed"
     return str(entry.phase)
 
 
 # --------------------------------------------------------------------------- bulk
 
 
-def post_entries(session: Session, requests: Sequence[EntryRequest], *, now: datetime | None = None) -> list[PostedEntry]:
+def post_entries(
+    session: Session, requests: Sequence[EntryRequest], *, now: datetime | None = None
+) -> list[PostedEntry]:
     """Record many posted entries at once, with the guarantees of :func:`post_entry`.
 
     Entries whose idempotency key exists with the same request are returned as replays and
