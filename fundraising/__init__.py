@@ -34,9 +34,13 @@ def create_app(overrides: dict[str, Any] | None = None, *, instance_path: str | 
     with app.app_context():
         configure_engine(db.engine)
 
-    from fundraising import cli, problems, web
+    from fundraising import api, authz, cli, i18n, problems, security, web
 
+    i18n.init_app(app)
+    security.init_app(app)
+    authz.init_app(app)
     problems.register_error_handlers(app)
     app.register_blueprint(web.bp)
+    api.init_app(app)
     cli.register(app)
     return app

@@ -24,7 +24,7 @@ from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from fundraising.config import ConfigError
 from fundraising.extensions import db
-from ledger import LedgerError, find_violations, trial_balance
+from ledger import LedgerError, find_violations, run_in_transaction, trial_balance
 from ledger.money import Money
 
 
@@ -181,9 +181,80 @@ def export_command(fmt: str, date_from: date | None, date_to: date | None, outpu
     click.echo(f"exported {count} postings to {output}", err=True)
 
 
+# --------------------------------------------------------------------------- people and shops
+
+users_group = AppGroup("users", help="People and their roles.")
+shops_group = AppGroup("shops", help="Partner shops.")
+
+
+@users_group.command("create")
+@click.argument("email")
+@click.option("--role", "roles", multiple=True, required=True,
+              type=click.Choice(["contributor", "holder", "shop", "treasurer", "admin"]),
+              help="Role to grant; repeat for several.")
+@click.option("--name", "display_name", default="", help="Display name (default: the part before @).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of a prompt.")
+@click.option("--shop", "shop_id", type=int, help="The shop a shop manager manages (with --role shop).")
+def users_create(email: str, roles: tuple[str, ...], display_name: str, password_stdin: bool,
+                 shop_id: int | None) -> None:
+    """Create a confirmed account with the given roles."""
+    from fundraising import people
+    from fundraising.errors import FundraisingError
+    from fundraising.models import Role, Shop
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+    def work(session: Any) -> Any:
+        shop = session.get(Shop, shop_id) if shop_id is not None else None
+        if shop_id is not None and shop is None:
+            raise click.BadParameter(f"no shop {shop_id}", param_hint="--shop")
+        plain_roles = tuple(Role(r) for r in roles if r != "shop")
+        user = people.register_user(session, email=email, password=password, display_name=display_name,
+                                    roles=plain_roles, confirmed=True)
+        if "shop" in roles:
+            if shop is None:
+                raise click.BadParameter("a shop manager needs --shop SHOP_ID", param_hint="--role shop")
+            people.grant_role(session, user, Role.SHOP, shop=shop)
+        return user.id
+
+    try:
+        user_id = run_in_transaction(db.session, work)
+    except FundraisingError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"user {user_id} created: {email.strip().lower()} ({', '.join(roles)})")
+
+
+@shops_group.command("create")
+@click.argument("name")
+@click.option("--manager", "manager_email", required=True, help="Email of an existing account that manages the shop.")
+def shops_create(name: str, manager_email: str) -> None:
+    """Create an approved partner shop and print its API key, once, alone on the last line."""
+    from fundraising import credentials, people
+    from fundraising.errors import FundraisingError
+    from fundraising.models import Role
+
+    def work(session: Any) -> tuple[int, str]:
+        manager = people.find_user_by_email(session, manager_email)
+        if manager is None:
+            raise click.BadParameter(f"no account for {manager_email}", param_hint="--manager")
+        shop = credentials.create_shop(session, name)
+        people.grant_role(session, manager, Role.SHOP, shop=shop)
+        _token, secret = credentials.create_shop_key(session, shop)
+        return shop.id, secret
+
+    try:
+        shop_id, secret = run_in_transaction(db.session, work)
+    except FundraisingError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"shop {shop_id} created, managed by {manager_email}; its API key (shown once):", err=True)
+    click.echo(secret)
+
+
 def register(app: Flask) -> None:
     from fundraising.demo import demo_command
 
-    app.cli.add_command(ledger_group)
-    app.cli.add_command(export_command)
-    app.cli.add_command(demo_command)
+    for command in (ledger_group, export_command, demo_command, users_group, shops_group):
+        app.cli.add_command(command)

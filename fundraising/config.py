@@ -56,6 +56,15 @@ def _port(env: Mapping[str, str]) -> int | None:
     return int(raw)
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
+
+
 def load_config(env: Mapping[str, str], instance_path: Path) -> dict[str, Any]:
     """Build the Flask configuration from environment variables."""
     instance_path.mkdir(parents=True, exist_ok=True)
@@ -74,6 +83,15 @@ def load_config(env: Mapping[str, str], instance_path: Path) -> dict[str, Any]:
         "MAIL_SERVER": env.get("MAIL_SERVER") or None,
         "MAIL_PORT": _port(env),
         "OUTBOX_DIR": str(instance_path / "outbox"),
+        "MAIL_FROM": env.get("MAIL_FROM") or "no-reply@localhost",
+        "BEHIND_TLS": _flag(env, "BEHIND_TLS"),
+        "SESSION_COOKIE_SECURE": _flag(env, "BEHIND_TLS"),
+        "REMEMBER_COOKIE_SECURE": _flag(env, "BEHIND_TLS"),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
+        "RATE_LIMIT_SIGN_IN": "10 per minute; 100 per hour",
+        "RATE_LIMIT_TOKENS": "10 per minute; 100 per hour",
+        "RATE_LIMIT_VOTES": "30 per minute",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "JSON_SORT_KEYS": False,

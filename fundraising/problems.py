@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask, Response, current_app, json, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from fundraising.errors import FundraisingError
 from ledger import errors as ledger_errors
 
 PROBLEM_MIMETYPE = "application/problem+json"
@@ -34,6 +35,8 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
 
 
 def status_for(exc: Exception) -> int:
+    if isinstance(exc, FundraisingError):
+        return exc.status
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]
@@ -64,7 +67,10 @@ def _wants_problem() -> bool:
     return request.path.startswith("/api/")
 
 
-def domain_problem(exc: ledger_errors.LedgerError) -> Response:
+DomainError = ledger_errors.LedgerError | FundraisingError
+
+
+def domain_problem(exc: DomainError) -> Response:
     field = getattr(exc, "field", None)
     return problem(
         status_for(exc),
@@ -75,9 +81,52 @@ def domain_problem(exc: ledger_errors.LedgerError) -> Response:
     )
 
 
+def _detail(exc: HTTPException) -> str | None:
+    if _field_errors(exc):
+        return "some fields are invalid: see errors"
+    return exc.description
+
+
+def _field_errors(exc: HTTPException) -> dict[str, list[str]] | None:
+    """webargs puts validation messages, by location then field, in ``exc.data``."""
+    data = getattr(exc, "data", None) or {}
+    messages = data.get("messages") or data.get("errors")
+    if not isinstance(messages, dict):
+        return None
+    flat: dict[str, list[str]] = {}
+    for location, fields in messages.items():
+        if isinstance(fields, dict):
+            _flatten(fields, "", flat)
+        else:
+            flat[location] = _as_list(fields)
+    return flat or None
+
+
+def _flatten(fields: dict[Any, Any], prefix: str, out: dict[str, list[str]]) -> None:
+    for name, value in fields.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict):
+            _flatten(value, f"{path}.", out)
+        else:
+            out[path] = _as_list(value)
+
+
+def _as_list(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+
+
+def _headers(exc: HTTPException) -> dict[str, str] | None:
+    wanted = {"Allow", "Retry-After", "WWW-Authenticate"}
+    headers = {k: v for k, v in exc.get_headers() if k in wanted}
+    if exc.code == 401:
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="api"')
+    return headers or None
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ledger_errors.LedgerError)
-    def _domain(exc: ledger_errors.LedgerError) -> Any:
+    @app.errorhandler(FundraisingError)
+    def _domain(exc: DomainError) -> Any:
         if _wants_problem():
             return domain_problem(exc)
         return render_template("error.html", status=status_for(exc), message=exc.message), status_for(exc)
@@ -86,9 +135,7 @@ def register_error_handlers(app: Flask) -> None:
     def _http(exc: HTTPException) -> Any:
         status = exc.code or 500
         if _wants_problem():
-            headers = dict(exc.get_headers()) if status == 405 else None
-            allow = {"Allow": headers["Allow"]} if headers and "Allow" in headers else None
-            return problem(status, exc.name, exc.description, headers=allow)
+            return problem(status, exc.name, _detail(exc), errors=_field_errors(exc), headers=_headers(exc))
         return render_template("error.html", status=status, message=exc.description), status
 
     @app.errorhandler(Exception)

@@ -22,8 +22,15 @@ MAX_ATTEMPTS = 5
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 
 
+class RetryTransaction(Exception):
+    """Raised by work that found it lost a race (e.g. a concurrent duplicate committed first):
+    roll back and run the work again, when it will see the winner's result."""
+
+
 def is_retryable(exc: BaseException) -> bool:
     """True for errors that mean "try the same transaction again", never for bad input."""
+    if isinstance(exc, RetryTransaction):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
     orig = exc.orig

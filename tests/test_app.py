@@ -13,6 +13,7 @@ from flask import Blueprint
 from sqlalchemy import text
 
 from fundraising import create_app
+from fundraising.authz import PUBLIC, RULES
 from fundraising.config import ConfigError, load_config
 from fundraising.demo import load_demo
 from fundraising.extensions import db
@@ -172,7 +173,8 @@ def test_fund_statement_ties_to_the_balance(demo_app):
 
 
 @pytest.fixture
-def api_app(make_app, database):
+def api_app(make_app, database, monkeypatch):
+    monkeypatch.setitem(RULES, "probe.raise_it", PUBLIC)
     app = make_app(database)
     probe = Blueprint("probe", __name__)
 

@@ -1,0 +1,143 @@
+"""Pieces every API view uses: the unit of work with idempotency, cursor pages, shared schemas."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import marshmallow as ma
+from flask import Response, make_response, request
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from fundraising.authz import current_principal
+from fundraising.errors import IdempotencyKeyReused, InvalidInput
+from fundraising.extensions import db
+from fundraising.models import IdempotencyRecord
+from ledger.unit_of_work import RetryTransaction, run_in_transaction
+
+MAX_KEY_LENGTH = 200
+PAGE_DEFAULT = 50
+PAGE_MAX = 200
+PENDING_STATUS = 0
+
+
+# --------------------------------------------------------------------------- unit of work
+
+
+def unit_of_work(view: Callable[..., Any]) -> Callable[..., Response]:
+    """Run a writing view in one transaction, committed on success, with ``Idempotency-Key``.
+
+    Same key and same request from the same caller: the stored status and body again, and no
+    second effect. Same key, another request: 409. The record is inserted before the view runs,
+    in the view's transaction, so a concurrent duplicate waits on it and then replays the
+    committed response. Keys are scoped to the caller; anonymous calls are not deduplicated.
+    """
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Response:
+        key = _idempotency_key()
+        principal = current_principal()
+        scope = principal.key if principal and key else None
+        fingerprint = _fingerprint() if scope else ""
+
+        def work(session: Session) -> Response:
+            record = None
+            if scope:
+                replay = _claim(session, scope, key, fingerprint)
+                if isinstance(replay, Response):
+                    return replay
+                record = replay
+            response = make_response(view(*args, **kwargs))
+            if record is not None:
+                _store(session, record, response)
+            return response
+
+        return run_in_transaction(db.session, work)
+
+    return wrapper
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+        raise InvalidInput("Idempotency-Key must be 1 to 200 printable characters", field="Idempotency-Key")
+    return key
+
+
+def _fingerprint() -> str:
+    raw = b"\n".join([request.method.encode(), request.path.encode(), request.query_string,
+                      request.get_data(cache=True)])
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _claim(session: Session, scope: str, key: str, fingerprint: str) -> IdempotencyRecord | Response:
+    existing = session.scalar(
+        select(IdempotencyRecord).where(IdempotencyRecord.principal == scope, IdempotencyRecord.key == key)
+    )
+    if existing is not None:
+        if existing.request_hash != fingerprint:
+            raise IdempotencyKeyReused("this Idempotency-Key was used with another request", field="Idempotency-Key")
+        response = Response(existing.response_body, status=existing.status_code, content_type=existing.content_type)
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+    record = IdempotencyRecord(principal=scope, key=key, method=request.method, path=request.path[:500],
+                               request_hash=fingerprint, status_code=PENDING_STATUS, content_type="",
+                               response_body="", created_at=datetime.now(UTC))
+    try:
+        with session.begin_nested():
+            session.add(record)
+    except IntegrityError:
+        raise RetryTransaction("a concurrent request holds this Idempotency-Key") from None
+    return record
+
+
+def _store(session: Session, record: IdempotencyRecord, response: Response) -> None:
+    record.status_code = response.status_code
+    record.content_type = response.content_type or "application/json"
+    record.response_body = response.get_data(as_text=True)
+    session.flush()
+
+
+# --------------------------------------------------------------------------- cursor pages
+
+
+class PageArgs(ma.Schema):
+    limit = ma.fields.Integer(load_default=PAGE_DEFAULT, validate=ma.validate.Range(min=1, max=PAGE_MAX))
+    cursor = ma.fields.String(load_default=None, validate=ma.validate.Length(max=200))
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidInput("this cursor was not given by the API", field="cursor") from None
+    if type(value) is not int:
+        raise InvalidInput("this cursor was not given by the API", field="cursor")
+    return value
+
+
+def page(session: Session, query: Select, id_column: Any, limit: int, cursor: str | None) -> dict[str, Any]:
+    """One page of ``query`` ordered by ``id_column`` ascending, and the cursor of the next."""
+    after = decode_cursor(cursor)
+    if after is not None:
+        query = query.where(id_column > after)
+    rows: Sequence[Any] = session.scalars(query.order_by(id_column).limit(limit + 1)).all()
+    items = list(rows[:limit])
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    return {"items": items, "next_cursor": next_cursor}

@@ -1,0 +1,135 @@
+"""Who may reach what: one table of rules, enforced before every request.
+
+Every endpoint of the application has a rule here; an endpoint without one is refused (and the
+role/endpoint matrix test fails), so a new page or API route cannot ship unguarded by accident.
+A rule names who may call: ``anyone``, ``signed_in`` (a person), ``shop_key`` (a shop through its
+API key), or roles. Object-level checks (is this your contribution?) happen in the views and
+services, which answer 404 for what the caller may not see.
+
+Pages authenticate with the session cookie (Flask-Login); the JSON API only with bearer tokens,
+so that the API needs no CSRF token and a page's cookie can never drive it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, g, redirect, request, url_for
+from flask_login import current_user
+from werkzeug.exceptions import Forbidden, Unauthorized
+
+from fundraising.credentials import Principal, resolve_bearer
+from fundraising.extensions import db
+from fundraising.models import Role
+
+ANYONE = "anyone"
+SIGNED_IN = "signed_in"
+SHOP_KEY = "shop_key"
+
+
+@dataclass(frozen=True)
+class Rule:
+    who: frozenset[str]
+
+    def allows(self, principal: Principal | None) -> bool:
+        if ANYONE in self.who:
+            return True
+        if principal is None:
+            return False
+        if principal.kind == "shop":
+            return SHOP_KEY in self.who
+        if SIGNED_IN in self.who:
+            return True
+        user = principal.user
+        return user is not None and bool(user.roles & self.who)
+
+
+def rule(*who: str) -> Rule:
+    return Rule(frozenset(who))
+
+
+PUBLIC = rule(ANYONE)
+PEOPLE = rule(SIGNED_IN)
+TREASURY = rule(Role.TREASURER, Role.ADMIN)
+ADMIN = rule(Role.ADMIN)
+
+RULES: dict[str, Rule] = {
+    "static": PUBLIC,
+    # public pages
+    "web.home": PUBLIC,
+    "web.fund_statement": PUBLIC,
+    "web.set_language": PUBLIC,
+    # people
+    "auth.sign_up": PUBLIC,
+    "auth.sign_in": PUBLIC,
+    "auth.sign_out": PEOPLE,
+    "auth.confirm": PUBLIC,
+    "auth.forgot_password": PUBLIC,
+    "auth.reset_password": PUBLIC,
+    # dashboards
+    "dashboard.index": PEOPLE,
+    "dashboard.tokens": PEOPLE,
+    "dashboard.create_token": PEOPLE,
+    "dashboard.revoke_token": PEOPLE,
+    "dashboard.treasury": TREASURY,
+    "dashboard.people": ADMIN,
+    "dashboard.grant": ADMIN,
+    # JSON API and its documents
+    "api-docs.openapi_json": PUBLIC,
+    "apidocs.docs": PUBLIC,
+    "tokens.create_token": PUBLIC,
+    "tokens.list_tokens": PEOPLE,
+    "tokens.revoke_token": rule(SIGNED_IN, SHOP_KEY),
+    "ledger_api.trial_balance_view": TREASURY,
+}
+
+
+def current_principal() -> Principal | None:
+    """The caller of this request, resolved once: bearer token on the API, session on pages."""
+    if "principal" in g:
+        return g.principal
+    principal: Principal | None = None
+    if is_api_request():
+        header = request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if header and scheme.lower() != "bearer":
+            raise Unauthorized("use an Authorization: Bearer token")
+        if secret:
+            principal = resolve_bearer(db.session, secret.strip())
+            if principal is None:
+                raise Unauthorized("this token is unknown, revoked or expired")
+    elif current_user.is_authenticated:
+        principal = Principal("user", current_user.id, user=current_user._get_current_object())
+    g.principal = principal
+    return principal
+
+
+def is_api_request() -> bool:
+    return request.path.startswith("/api/")
+
+
+def enforce() -> object | None:
+    """``before_request`` hook: refuse what the rules do not allow."""
+    endpoint = request.endpoint
+    if endpoint is None:  # no route matched: the 404/405 handlers answer
+        return None
+    found = RULES.get(endpoint)
+    if found is None:
+        raise Forbidden("this endpoint has no access rule")
+    principal = current_principal()
+    if found.allows(principal):
+        return None
+    if principal is None:
+        if is_api_request():
+            raise Unauthorized("this endpoint needs an Authorization: Bearer token")
+        return redirect(url_for("auth.sign_in", next=request.full_path.rstrip("?")))
+    raise Forbidden("your role does not allow this")
+
+
+def unguarded_endpoints(app: Flask) -> list[str]:
+    """Endpoints that have no rule: the matrix test requires this to be empty."""
+    return sorted({r.endpoint for r in app.url_map.iter_rules()} - set(RULES))
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(enforce)

@@ -1,0 +1,130 @@
+"""Bearer credentials for the JSON API: personal tokens and shop API keys.
+
+A secret is 32 random bytes, shown once; the database keeps its SHA-256 digest (a fast hash is
+right here: the secret has 256 bits of entropy, unlike a password), so a leaked table cannot
+be used to call the API. Tokens are revocable and may expire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fundraising.errors import InvalidInput, NotFound
+from fundraising.models import ApiToken, Shop, User
+
+PERSONAL_PREFIX = "frp_"
+SHOP_PREFIX = "frs_"
+PERSONAL_TOKEN_DAYS = 90
+MAX_TOKEN_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a person (with their roles) or a shop (through its API key)."""
+
+    kind: str  # "user" | "shop"
+    id: int
+    user: User | None = None
+    shop: Shop | None = None
+    token_id: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+def digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def _new(session: Session, *, kind: str, prefix: str, name: str, user: User | None, shop: Shop | None,
+         expires_at: datetime | None) -> tuple[ApiToken, str]:
+    name = (name or "").strip()[:100] or "API"
+    secret = prefix + secrets.token_urlsafe(32)
+    token = ApiToken(kind=kind, user_id=user.id if user else None, shop_id=shop.id if shop else None, name=name,
+                     prefix=secret[:12], token_hash=digest(secret), created_at=datetime.now(UTC),
+                     expires_at=expires_at)
+    session.add(token)
+    session.flush()
+    return token, secret
+
+
+def create_personal_token(session: Session, user: User, name: str = "API") -> tuple[ApiToken, str]:
+    expires = datetime.now(UTC) + timedelta(days=PERSONAL_TOKEN_DAYS)
+    return _new(session, kind="personal", prefix=PERSONAL_PREFIX, name=name, user=user, shop=None,
+                expires_at=expires)
+
+
+def create_shop_key(session: Session, shop: Shop, name: str = "Caisse") -> tuple[ApiToken, str]:
+    return _new(session, kind="shop", prefix=SHOP_PREFIX, name=name, user=None, shop=shop, expires_at=None)
+
+
+def resolve_bearer(session: Session, secret: str) -> Principal | None:
+    """The principal behind a bearer secret, or None when it is unknown, revoked or expired."""
+    if not secret or len(secret) > MAX_TOKEN_LENGTH or not secret.startswith((PERSONAL_PREFIX, SHOP_PREFIX)):
+        return None
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest(secret)))
+    now = datetime.now(UTC)
+    if token is None or token.revoked_at is not None:
+        return None
+    if token.expires_at is not None and _aware(token.expires_at) <= now:
+        return None
+    if token.kind == "shop":
+        shop = session.get(Shop, token.shop_id)
+        if shop is None or shop.status != "approved":
+            return None
+        return Principal("shop", shop.id, shop=shop, token_id=token.id)
+    user = session.get(User, token.user_id)
+    if user is None or not user.is_active:
+        return None
+    return Principal("user", user.id, user=user, token_id=token.id)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def revoke_token(session: Session, token_id: int, *, owner: Principal) -> ApiToken:
+    """Revoke one of the owner's tokens (a shop manager owns their shops' keys)."""
+    token = session.get(ApiToken, token_id)
+    if token is None or not _owns(owner, token):
+        raise NotFound("no such token")
+    if token.revoked_at is None:
+        token.revoked_at = datetime.now(UTC)
+        session.flush()
+    return token
+
+
+def _owns(owner: Principal, token: ApiToken) -> bool:
+    if owner.kind == "shop":
+        return token.shop_id == owner.id
+    user = owner.user
+    if user is None:
+        return False
+    return token.user_id == user.id or (token.shop_id is not None and token.shop_id in user.shop_ids())
+
+
+def list_tokens(session: Session, user: User) -> list[ApiToken]:
+    shops = user.shop_ids()
+    query = select(ApiToken).where(ApiToken.revoked_at.is_(None))
+    if shops:
+        query = query.where((ApiToken.user_id == user.id) | ApiToken.shop_id.in_(shops))
+    else:
+        query = query.where(ApiToken.user_id == user.id)
+    return list(session.scalars(query.order_by(ApiToken.created_at.desc())))
+
+
+def create_shop(session: Session, name: str) -> Shop:
+    name = (name or "").strip()
+    if not 0 < len(name) <= 200:
+        raise InvalidInput("a shop name has 1 to 200 characters", field="name")
+    shop = Shop(name=name, status="approved", created_at=datetime.now(UTC))
+    session.add(shop)
+    session.flush()
+    return shop
