@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from fundraising.extensions import csrf, db, limiter, login_manager
@@ -26,7 +26,9 @@ CSP = (
 def init_app(app: Flask) -> None:
     if app.config.get("BEHIND_TLS"):
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # checked below, for everything but the API
     csrf.init_app(app)
+    app.before_request(_check_csrf)
     login_manager.init_app(app)
     login_manager.login_view = "auth.sign_in"
     login_manager.session_protection = "basic"
@@ -43,6 +45,14 @@ def _load_user(cookie_id: str) -> User | None:
     if user is None or not user.is_active or user.session_version != int(version):
         return None
     return user
+
+
+def _check_csrf() -> None:
+    """Every state-changing request outside ``/api/`` carries the form's CSRF token."""
+    if request.method in ("GET", "HEAD", "OPTIONS", "TRACE") or request.path.startswith("/api/"):
+        return
+    if current_app.config.get("WTF_CSRF_ENABLED", True):
+        csrf.protect()
 
 
 def _headers(response: Response) -> Response:
