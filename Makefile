@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 export FLASK_APP := fundraising:create_app
 
-.PHONY: run test test-fast lint format bench bench-quick migrate demo clean help
+.PHONY: translations run test test-fast lint format bench bench-quick migrate demo clean help
 
 help:
 	@echo "make run      - install, migrate the database, load the demo data once, serve http://$(HOST):$(PORT)"
@@ -27,12 +27,21 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 
-run: $(VENV)/.installed
+# Message catalogues are compiled at install, from the .po files kept in the repository.
+CATALOGS := $(wildcard fundraising/translations/*/LC_MESSAGES/messages.po)
+COMPILED := $(CATALOGS:.po=.mo)
+
+fundraising/translations/%/LC_MESSAGES/messages.mo: fundraising/translations/%/LC_MESSAGES/messages.po | $(VENV)/.installed
+	$(BIN)/pybabel compile -d fundraising/translations -l $*
+
+translations: $(COMPILED)
+
+run: $(VENV)/.installed translations
 	$(BIN)/fundraising db upgrade
 	$(BIN)/fundraising demo
 	$(BIN)/fundraising run --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev translations
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
