@@ -144,6 +144,10 @@ class Entry(Base):
         Uuid, ForeignKey("ledger_entries.id"), unique=True
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: PostgreSQL: the top-level transaction that sealed the entry (set by the database), so that
+    #: a posting slipped in by another transaction is refused at its commit. Unused on SQLite,
+    #: which has one writer at a time.
+    sealed_by: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Posting(Base):

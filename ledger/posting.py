@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from sqlalchemy import insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ledger.errors import (
@@ -297,7 +298,10 @@ def open_account(
 
 def close_account(session: Session, account_id: int, *, now: datetime | None = None) -> Account:
     """Close an empty account: no posting can reach it afterwards."""
-    account = session.get(Account, account_id, with_for_update=True)
+    # FOR NO KEY UPDATE, not FOR UPDATE: a posting in flight holds this account's balance rows
+    # and still needs a key share of the account row (its foreign key); FOR UPDATE would block
+    # it while we wait for those balance rows, and the two would deadlock.
+    account = session.get(Account, account_id, with_for_update={"key_share": True})
     if account is None:
         raise AccountNotFound(f"no account {account_id}")
     if account.closed_at is not None:
@@ -450,8 +454,8 @@ def _insert_entry(
         PostingView(leg.account_id, leg.amount, accounts[leg.account_id].currency) for leg in request.legs
     )
     if postings:
-        session.execute(
-            insert(Posting),
+        _insert_postings(
+            session,
             [{"entry_id": entry_id, "account_id": p.account_id, "amount": p.amount, "currency": p.currency}
              for p in postings],
         )
@@ -471,6 +475,18 @@ def _insert_entry(
     }
     session.execute(insert(Entry), [row])
     return PostedEntry(postings=postings, replayed=False, **row_view(row))
+
+
+def _insert_postings(session: Session, rows: list[dict[str, object]]) -> None:
+    """Insert postings; an account closed by a concurrent transaction while this one waited for
+    its balance rows is refused by the database guard, and reported as :class:`AccountClosed`
+    (the transaction is then unusable and must be rolled back, as after any database refusal)."""
+    try:
+        session.execute(insert(Posting), rows)
+    except IntegrityError as exc:
+        if "posting to a closed account" in str(exc.orig):
+            raise AccountClosed("an account of this entry was closed meanwhile", field="postings") from exc
+        raise
 
 
 def row_view(row: Mapping[str, object]) -> dict[str, object]:
@@ -752,7 +768,7 @@ def post_entries(
         entry_rows.append(row)
         results[i] = PostedEntry(postings=postings, **row_view(row))
     if posting_rows:
-        session.execute(insert(Posting), posting_rows)
+        _insert_postings(session, posting_rows)
         session.execute(insert(Entry), entry_rows)
     return [r for r in results if r is not None]
 

@@ -52,6 +52,7 @@ def upgrade():
     sa.Column('pending_id', sa.Uuid(), nullable=True),
     sa.Column('reverses_id', sa.Uuid(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('sealed_by', sa.BigInteger(), nullable=True),
     sa.CheckConstraint("(phase = 'reversal') = (reverses_id IS NOT NULL)", name=op.f('ck_ledger_entries_reversal_names_entry')),
     sa.CheckConstraint("(phase IN ('post_pending', 'void_pending')) = (pending_id IS NOT NULL)", name=op.f('ck_ledger_entries_resolution_names_pending')),
     sa.CheckConstraint("phase IN ('posted', 'pending', 'post_pending', 'void_pending', 'reversal')", name=op.f('ck_ledger_entries_phase_known')),
@@ -226,6 +227,10 @@ POSTGRES_GUARDS = [
     # at the same moment would otherwise go unseen.
     """CREATE FUNCTION ledger_entry_balanced_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
+         IF NOT EXISTS (SELECT 1 FROM ledger_entries WHERE id = NEW.entry_id AND sealed_by = txid_current()) THEN
+           RAISE EXCEPTION 'ledger: posting to an entry sealed by another transaction'
+             USING ERRCODE = 'integrity_constraint_violation';
+         END IF;
          IF EXISTS (SELECT 1 FROM ledger_postings WHERE entry_id = NEW.entry_id
                     GROUP BY currency HAVING SUM(amount) <> 0) THEN
            RAISE EXCEPTION 'ledger: unbalanced entry at commit' USING ERRCODE = 'integrity_constraint_violation';
@@ -254,8 +259,15 @@ POSTGRES_GUARDS = [
        FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()""",
     """CREATE TRIGGER ledger_balances_no_delete BEFORE DELETE ON ledger_balances
        FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()""",
+    """CREATE TRIGGER ledger_balances_no_truncate BEFORE TRUNCATE ON ledger_balances
+       FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()""",
     """CREATE TRIGGER ledger_accounts_no_delete BEFORE DELETE ON ledger_accounts
        FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change()""",
+    """CREATE TRIGGER ledger_accounts_no_truncate BEFORE TRUNCATE ON ledger_accounts
+       FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change()""",
+    # The seal records the top-level transaction that wrote it, so that the check at commit can
+    # refuse a posting slipped into an entry another transaction was sealing at the same moment.
+    "ALTER TABLE ledger_entries ALTER COLUMN sealed_by SET DEFAULT txid_current()",
     """CREATE TRIGGER ledger_postings_guard BEFORE INSERT ON ledger_postings
        FOR EACH ROW EXECUTE FUNCTION ledger_posting_guard()""",
     """CREATE TRIGGER ledger_entries_seal BEFORE INSERT ON ledger_entries
