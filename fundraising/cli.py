@@ -25,6 +25,7 @@ from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from fundraising.config import ConfigError
 from fundraising.extensions import db
 from ledger import LedgerError, find_violations, run_in_transaction, trial_balance
+from ledger.db import read_snapshot
 from ledger.money import Money
 
 
@@ -99,6 +100,7 @@ ledger_group = AppGroup("ledger", help="Check and inspect the books.")
 @ledger_group.command("check")
 def ledger_check() -> None:
     """Exit 0 when every ledger invariant holds; otherwise print each violation and exit 1."""
+    read_snapshot(db.session)
     violations = find_violations(db.session)
     db.session.rollback()
     for line in violations:
@@ -113,6 +115,7 @@ def ledger_check() -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 def ledger_trial_balance(at: date | None, fmt: str) -> None:
     """Debits, credits and balance of every account, in minor units and formatted."""
+    read_snapshot(db.session)
     rows = trial_balance(db.session, at)
     db.session.rollback()
     if fmt == "json":
@@ -173,6 +176,7 @@ def export_command(fmt: str, date_from: date | None, date_to: date | None, outpu
 
     if date_from and date_to and date_from > date_to:
         raise click.BadParameter("--from is after --to", param_hint="--from")
+    read_snapshot(db.session)
     total = export.count_postings(db.session, date_from, date_to)
     writer = export.write_beancount if fmt == "beancount" else export.write_csv
     with atomic_output(output) as out, progress(total, f"export {fmt}") as advance:

@@ -11,6 +11,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+SNAPSHOT_OPTION = "ledger_read_snapshot"
 
 
 def normalize_url(url: str) -> str:
@@ -53,4 +56,18 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    if connection.get_execution_options().get(SNAPSHOT_OPTION):
+        connection.exec_driver_sql("BEGIN")  # a read snapshot in WAL mode; takes no write lock
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def read_snapshot(session: Session) -> None:
+    """Start ``session``'s transaction as a consistent read-only snapshot: REPEATABLE READ on
+    PostgreSQL (a multi-statement export sees one state of the books), a deferred BEGIN on
+    SQLite (readers do not take the write lock). Call before the first query of a transaction
+    that only reads."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    else:
+        session.connection(execution_options={SNAPSHOT_OPTION: True})
