@@ -66,8 +66,12 @@ RULES: dict[str, Rule] = {
     "auth.confirm": PUBLIC,
     "auth.forgot_password": PUBLIC,
     "auth.reset_password": PUBLIC,
+    "auth.resend_confirmation": PUBLIC,
     # dashboards
     "dashboard.index": PEOPLE,
+    "dashboard.profile": PEOPLE,
+    "dashboard.create_shop_key": rule(Role.SHOP),
+    "dashboard.create_shop": ADMIN,
     "dashboard.tokens": PEOPLE,
     "dashboard.create_token": PEOPLE,
     "dashboard.revoke_token": PEOPLE,

@@ -259,6 +259,7 @@ def shops_create(name: str, manager_email: str) -> None:
 
 def register(app: Flask) -> None:
     from fundraising.demo import demo_command
+    from fundraising.jobs import jobs_group
 
-    for command in (ledger_group, export_command, demo_command, users_group, shops_group):
+    for command in (ledger_group, export_command, demo_command, users_group, shops_group, jobs_group):
         app.cli.add_command(command)

@@ -1,28 +1,70 @@
-"""Public pages: what the books say, for anyone to see.
+"""Public pages: what the books say, for anyone to see; and the visitor's choice of language.
 
 Transparency is a promise to users: every fund's money in and out is public, tied to the ledger.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, current_app, has_request_context, redirect, render_template, request, session
 from sqlalchemy import select
+from werkzeug.wrappers import Response
 
 from fundraising.extensions import db
+from fundraising.i18n import LOCALES
 from ledger import POSTED_PHASES, Account, Entry, Posting, get_balance, trial_balance
-from ledger.money import Money
 
 bp = Blueprint("web", __name__)
 
 PUBLIC_CODES = ("4673",)  # funds held for projects and round pools
 STATEMENT_LIMIT = 200
+BAR_STEP = 5  # the CSP forbids inline styles: a bar's width is one of 21 CSS classes (w-0 … w-100)
+MAX_NEXT_LENGTH = 500
 
 
-@bp.app_template_filter("money")
-def money_filter(amount: int, currency: str = "EUR") -> str:
-    """French formatting: 1 234,56 EUR (narrow no-break space between thousands)."""
-    text = f"{Money(amount, currency).to_decimal():,.2f}".replace(",", "\u202f").replace(".", ",")
-    return f"{text}\u00a0{currency}"
+def local_target(target: str | None, default: str) -> str:
+    """``target`` when it is a path on this site, else ``default``: no open redirects.
+
+    Refused: absolute URLs (``https://evil.example``), scheme-relative ones (``//evil.example``),
+    backslashes (browsers read ``/\\evil.example`` as ``//evil.example``) and control characters.
+    """
+    if not target or len(target) > MAX_NEXT_LENGTH or not target.startswith("/") or target.startswith("//"):
+        return default
+    if "\\" in target or any(ord(c) < 32 or ord(c) == 127 for c in target):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    return target
+
+
+@bp.app_template_filter("bar_step")
+def bar_step(value: int, biggest: int) -> int:
+    """``value`` as a share of ``biggest``, in percent, rounded to a step a CSS class exists for."""
+    if biggest <= 0 or value <= 0:
+        return 0
+    percent = min(100, 100 * value / biggest)
+    return max(BAR_STEP, round(percent / BAR_STEP) * BAR_STEP)  # a non-zero value stays visible
+
+
+@bp.app_context_processor
+def page_context() -> dict[str, object]:
+    """What the layout needs on every page: where the language switch comes back to, and
+    whether the people pages are there (an app may be built without them, e.g. in tests)."""
+    here = "/"
+    if has_request_context():
+        here = request.full_path.rstrip("?") if request.method == "GET" else request.path
+    return {"here": here, "has_endpoint": lambda name: name in current_app.view_functions}
+
+
+@bp.post("/langue")
+def set_language() -> Response:
+    """Remember the visitor's language for this session, then go back where they were."""
+    chosen = request.form.get("lang", "")
+    if chosen in LOCALES:
+        session["lang"] = chosen
+    return redirect(local_target(request.form.get("next"), "/"), code=303)
 
 
 @bp.get("/")
@@ -33,9 +75,9 @@ def home() -> str:
          "held": r.credits - r.debits}
         for r in rows
     ]
-    biggest = max((f["collected"] for f in funds), default=0) or 1
+    biggest = max((f["collected"] for f in funds), default=0)
     for fund in funds:
-        fund["percent"] = round(100 * fund["collected"] / biggest)
+        fund["step"] = bar_step(fund["collected"], biggest)
     return render_template("home.html", funds=funds)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 T = TypeVar("T")
 
@@ -44,6 +44,9 @@ def run_in_transaction(session: Session, work: Callable[[Session], T], *, attemp
     """Run ``work(session)`` and commit; roll back on any error, retrying races only."""
     for attempt in range(1, attempts + 1):
         try:
+            current = session() if isinstance(session, scoped_session) else session
+            if not current.in_transaction():
+                current.begin()  # open now, so after-commit hooks registered before any SQL wait
             result = work(session)
             session.commit()
             return result

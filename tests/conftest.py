@@ -2,8 +2,9 @@
 
 Every database test runs twice, on SQLite and on PostgreSQL (``TEST_DATABASE_URL``, default
 ``postgresql:///test``), each in a database built by the real migrations. PostgreSQL tests use
-databases of their own (copies of one migrated template), dropped at the end. Where PostgreSQL is unreachable its half of the suite
-is skipped with a notice, unless ``REQUIRE_POSTGRES=1``, where it fails.
+databases of their own (copies of one migrated template), dropped at the end. Where PostgreSQL is
+unreachable its half of the suite is skipped with a notice, unless ``REQUIRE_POSTGRES=1``, where
+it fails.
 
 Fixtures return factories and roll back: ``session`` runs each test in a transaction that is
 rolled back at the end (commits inside become savepoints). Tests that must really commit (CLI
@@ -28,6 +29,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from ledger.db import make_engine, normalize_url
+
+pytest_plugins = ["tests.browser"]
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql:///test")
 REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"

@@ -1,0 +1,408 @@
+"""Background jobs that run only after the transaction that asked for them commits.
+
+Why: mail, PDFs and other slow or outward work must never see uncommitted data, never run for a
+rolled-back transaction, and never hold a transaction open. :func:`enqueue` therefore waits for the
+commit of ``db.session`` (see :func:`after_commit`), then either runs the job inline (no
+``REDIS_URL``: development, tests) or pushes it to an RQ queue that ``fundraising jobs worker``
+drains. Either way the job runs as a worker would run it: in an app context of its own, with a
+session of its own, and with a copy of its arguments taken when it was enqueued.
+
+Idempotency contract: delivery is at least once. RQ retries a failed job (at most three times),
+and a worker can die after the job's effect but before it is marked done, so **a job must be safe
+to run twice**: pass ids and plain values, and make the effect idempotent (a ledger entry's
+``idempotency_key``, a unique constraint, a file written under a fixed name). A ``job_id`` names the
+effect, not one attempt: a job enqueued again with the same id while the first is queued or kept
+(RQ's ``unique`` enqueue) or done within ``ONCE_TTL_S`` (the once-guard in :func:`perform`) runs
+no second time. The guard narrows the window for duplicates; it does not close it, the job does.
+Enqueueing after commit is best effort: if Redis is down at that moment the failure is logged and
+the job is lost, so work that must happen needs a sweep that finds it again from the database.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import importlib
+import logging
+import pickle
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+import redis
+import rq
+from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
+from rq.exceptions import DuplicateJobError
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
+
+from fundraising.config import ConfigError
+from fundraising.extensions import db
+
+__all__ = [
+    "JobError",
+    "JobInProgress",
+    "NotImportable",
+    "after_commit",
+    "enqueue",
+    "init_app",
+    "jobs_group",
+    "make_worker",
+    "perform",
+    "worker_command",
+]
+
+logger = logging.getLogger(__name__)
+
+EXTENSION = "fundraising.jobs"
+DEFAULT_QUEUE = "default"
+DEFAULT_TIMEOUT_S = 300
+RETRY = rq.Retry(max=3, interval=[10, 60, 300])
+#: How long a finished job id is remembered by the once-guard.
+ONCE_TTL_S = 7 * 24 * 3600
+ONCE_PREFIX = "fundraising:jobs:once:"
+#: Inline mode remembers this many finished job ids (per app, in memory).
+MEMORY_GUARD_SIZE = 10_000
+#: What RQ accepts as a job id, with a bound on its length.
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_PENDING = "fundraising.jobs.after_commit"
+
+
+class JobError(Exception):
+    """Base class for the errors of the job machinery (not of the jobs themselves)."""
+
+
+class NotImportable(JobError):
+    """Raised by :func:`enqueue` when a worker could not find the function by its import path
+    (a lambda, a nested function, a method, something defined in ``__main__``)."""
+
+
+class JobInProgress(JobError):
+    """Raised in a job when another run of the same ``job_id`` holds the once-guard; RQ retries
+    the job later, when the other run has finished."""
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+@dataclass
+class _State:
+    """What :func:`init_app` keeps in ``app.extensions``."""
+
+    queue: rq.Queue | None
+    timeout_s: int
+    memory_guard: _MemoryGuard = field(default_factory=lambda: _MemoryGuard(MEMORY_GUARD_SIZE))
+
+
+def init_app(app: Flask) -> None:
+    """Bind jobs to ``app``: an RQ queue when ``REDIS_URL`` is set, inline execution otherwise.
+
+    Safe to call more than once (the last call wins).
+    """
+    app.config.setdefault("JOBS_QUEUE", DEFAULT_QUEUE)
+    app.config.setdefault("JOBS_TIMEOUT_S", DEFAULT_TIMEOUT_S)
+    app.extensions[EXTENSION] = _State(queue=_make_queue(app.config), timeout_s=int(app.config["JOBS_TIMEOUT_S"]))
+    _install_session_hooks()
+
+
+def _make_queue(config: dict[str, Any]) -> rq.Queue | None:
+    url = config.get("REDIS_URL")
+    if not url:
+        return None
+    try:
+        connection = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+    except ValueError:
+        raise ConfigError(f"REDIS_URL must be redis://HOST:PORT/DB, got {url!r}") from None
+    return rq.Queue(config["JOBS_QUEUE"], connection=connection)
+
+
+def _state(app: Flask) -> _State:
+    try:
+        return app.extensions[EXTENSION]
+    except KeyError:
+        raise JobError("fundraising.jobs.init_app(app) was not called") from None
+
+
+# --------------------------------------------------------------------------- after commit
+
+
+@dataclass(frozen=True)
+class _Pending:
+    transaction: SessionTransaction
+    callback: Callable[[], None]
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """Call ``callback()`` once the current transaction of ``db.session`` commits.
+
+    It is dropped if that transaction (or the savepoint it was registered in) rolls back, or if the
+    session closes without committing. With no transaction open it is called at once, and its
+    errors propagate; after a commit they are logged, because the commit has already happened.
+    """
+    _install_session_hooks()
+    session = db.session()
+    if not session.in_transaction():
+        callback()
+        return
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_PENDING, []).append(_Pending(transaction, callback))
+
+
+def _install_session_hooks() -> None:
+    hooks = {"after_commit": _on_commit, "after_soft_rollback": _on_rollback,
+             "after_transaction_end": _on_transaction_end}
+    for name, hook in hooks.items():
+        if not event.contains(db.session, name, hook):
+            event.listen(db.session, name, hook)
+
+
+def _on_commit(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # a savepoint was released; the real commit is still to come
+    for pending in session.info.pop(_PENDING, []):
+        try:
+            pending.callback()
+        except Exception:
+            logger.exception("after-commit callback %r failed", pending.callback)
+
+
+def _on_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
+    pending = session.info.get(_PENDING)
+    if pending:
+        session.info[_PENDING] = [p for p in pending if not _inside(p.transaction, previous_transaction)]
+
+
+def _on_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)  # closed without a commit: nothing may run
+
+
+def _inside(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+# --------------------------------------------------------------------------- enqueue
+
+
+@dataclass(frozen=True, repr=False)
+class _Call:
+    """One job: the function's import path, a copy of its arguments, and its id if any."""
+
+    path: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    job_id: str | None
+
+    def describe(self) -> str:
+        return f"{self.path} [{self.job_id}]" if self.job_id else self.path
+
+    __repr__ = describe  # logs name the job, never its arguments (addresses, message bodies)
+
+
+def enqueue(func: Callable[..., Any] | str, *args: Any, job_id: str | None = None, **kwargs: Any) -> None:
+    """Run ``func(*args, **kwargs)`` as a job once the current transaction commits.
+
+    ``func`` is a module-level function (or its dotted import path). The arguments are copied now,
+    by pickling, as a worker would receive them: pass ids and plain values, not ORM objects.
+    ``job_id`` (letters, digits, ``-`` and ``_``) names the effect: the same id runs once.
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    state = _state(app)
+    if job_id is not None and not JOB_ID.fullmatch(job_id):
+        raise ValueError(f"job_id must be 1-200 letters, digits, '-' or '_', got {job_id!r}")
+    snapshot = pickle.loads(pickle.dumps((args, kwargs)))
+    call = _Call(import_path(func), snapshot[0], snapshot[1], job_id)
+    if state.queue is None:
+        after_commit(functools.partial(_run_inline, app, call))
+    else:
+        after_commit(functools.partial(_push, state.queue, call, state.timeout_s))
+
+
+def import_path(func: Callable[..., Any] | str) -> str:
+    """The dotted path a worker imports ``func`` by; raises :class:`NotImportable`."""
+    path = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+    if "<" in path or path.startswith("__main__."):
+        raise NotImportable(f"jobs must be module-level functions, got {path!r}")
+    found = resolve(path)
+    if not isinstance(func, str) and found is not func:
+        raise NotImportable(f"{path!r} does not import back as the function given")
+    return path
+
+
+def resolve(path: str) -> Callable[..., Any]:
+    """Import ``package.module.function``; raises :class:`NotImportable`."""
+    module_name, _, name = path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        raise NotImportable(f"cannot import {path!r}") from None
+    if not callable(found):
+        raise NotImportable(f"{path!r} is not callable")
+    return found
+
+
+def _run_inline(app: Flask, call: _Call) -> None:
+    """Run ``call`` now, as a worker would: no request, a fresh app context; errors are logged."""
+    try:
+        contextvars.Context().run(_perform_in_app, app, call)
+    except Exception:
+        logger.exception("job %s failed (inline)", call.describe())
+
+
+def _perform_in_app(app: Flask, call: _Call) -> None:
+    with app.app_context():
+        perform(call.path, call.args, call.kwargs, call.job_id)
+
+
+def _push(queue: rq.Queue, call: _Call, timeout_s: int) -> None:
+    try:
+        queue.enqueue_call(
+            perform, args=(call.path, call.args, call.kwargs, call.job_id), job_id=call.job_id,
+            unique=call.job_id is not None, retry=RETRY, timeout=timeout_s, description=call.describe(),
+        )
+    except DuplicateJobError:
+        logger.info("job %s is already queued or kept; not queued again", call.describe())
+
+
+# --------------------------------------------------------------------------- running a job
+
+
+def perform(path: str, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str | None) -> None:
+    """Run one job (inline or in a worker), behind the once-guard when it has an id."""
+    func = resolve(path)
+    if job_id is None:
+        func(*args, **kwargs)
+        return
+    guard = _guard()
+    if not guard.claim(job_id):
+        logger.info("job %s [%s] already done; skipped", path, job_id)
+        return
+    try:
+        func(*args, **kwargs)
+    except BaseException:
+        guard.release(job_id)
+        raise
+    guard.done(job_id)
+
+
+def _guard() -> _RedisGuard | _MemoryGuard:
+    job = rq.get_current_job()
+    if job is not None:
+        return _RedisGuard(job.connection, running_ttl_s=(job.timeout or DEFAULT_TIMEOUT_S) + 60)
+    return _state(current_app).memory_guard
+
+
+class _RedisGuard:
+    """Job ids that are running or done, in Redis, shared by every worker."""
+
+    def __init__(self, connection: redis.Redis, *, running_ttl_s: int) -> None:
+        self.connection = connection
+        self.running_ttl_s = running_ttl_s
+
+    def claim(self, job_id: str) -> bool:
+        """True: run it. False: it is done. Raises :class:`JobInProgress` while another run holds it."""
+        key = ONCE_PREFIX + job_id
+        if self.connection.set(key, b"running", nx=True, ex=self.running_ttl_s):
+            return True
+        if self.connection.get(key) == b"done":
+            return False
+        raise JobInProgress(f"job {job_id} is running elsewhere")
+
+    def done(self, job_id: str) -> None:
+        self.connection.set(ONCE_PREFIX + job_id, b"done", ex=ONCE_TTL_S)
+
+    def release(self, job_id: str) -> None:
+        self.connection.delete(ONCE_PREFIX + job_id)
+
+
+class _MemoryGuard:
+    """The same guard for inline jobs: this process only, the last ``size`` ids."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._done: OrderedDict[str, None] = OrderedDict()
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, job_id: str) -> bool:
+        with self._lock:
+            if job_id in self._done:
+                return False
+            if job_id in self._running:
+                raise JobInProgress(f"job {job_id} is running in this process")
+            self._running.add(job_id)
+            return True
+
+    def done(self, job_id: str) -> None:
+        with self._lock:
+            self._running.discard(job_id)
+            self._done[job_id] = None
+            while len(self._done) > self.size:
+                self._done.popitem(last=False)
+
+    def release(self, job_id: str) -> None:
+        with self._lock:
+            self._running.discard(job_id)
+
+
+# --------------------------------------------------------------------------- worker
+
+
+class _AppContextMixin:
+    """Each job runs in an app context of its own, so it has a session of its own."""
+
+    app: Flask
+
+    def perform_job(self, job: rq.job.Job, queue: rq.Queue, execution: Any) -> bool:
+        with self.app.app_context():
+            return super().perform_job(job, queue, execution)  # type: ignore[misc]
+
+
+class AppWorker(_AppContextMixin, rq.Worker):
+    """RQ's forking worker: each job in a child process."""
+
+    def main_work_horse(self, job: rq.job.Job, queue: rq.Queue) -> None:
+        with self.app.app_context():
+            db.engine.dispose(close=False)  # never share the parent's pooled connections
+        super().main_work_horse(job, queue)
+
+
+class AppSimpleWorker(_AppContextMixin, rq.SimpleWorker):
+    """RQ's in-process worker (tests, debugging)."""
+
+
+def make_worker(app: Flask, *, fork: bool = True) -> AppWorker | AppSimpleWorker:
+    """A worker on the app's queue; raises :class:`JobError` without ``REDIS_URL``."""
+    queue = _state(app).queue
+    if queue is None:
+        raise JobError("REDIS_URL is not set: jobs run inline and there is no queue to work on")
+    worker_class = AppWorker if fork else AppSimpleWorker
+    worker = worker_class([queue], connection=queue.connection)
+    worker.app = app
+    return worker
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
+@click.option("--simple", is_flag=True, help="Run jobs in this process instead of a forked child.")
+@with_appcontext
+def worker_command(burst: bool, simple: bool) -> None:
+    """Run the jobs queued in Redis (REDIS_URL), retrying failures on schedule."""
+    try:
+        worker = make_worker(current_app._get_current_object(), fork=not simple)  # type: ignore[attr-defined]
+    except JobError as exc:
+        raise click.UsageError(str(exc)) from None
+    worker.work(burst=burst, with_scheduler=True)
+
+
+jobs_group = AppGroup("jobs", help="Background jobs.")
+jobs_group.add_command(worker_command)
