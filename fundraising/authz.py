@@ -58,6 +58,7 @@ RULES: dict[str, Rule] = {
     # public pages
     "web.home": PUBLIC,
     "web.fund_statement": PUBLIC,
+    "web.campaign": PUBLIC,
     "web.set_language": PUBLIC,
     # people
     "auth.sign_up": PUBLIC,

@@ -1,6 +1,7 @@
 """``fundraising demo``: demonstration data, loaded through the same services users go through.
 
-The data tells the platform's story in the ledger: card gifts with processor and platform fees,
+People with every role, partner shops and three live campaigns come first, created, submitted
+and approved like any other. Then the ledger tells the platform's story: card gifts with processor and platform fees,
 cheques cashed, all-or-nothing pledges held then captured or released, a refund, a day of
 till round-ups from partner shops imported in bulk, a shop's remittance, a payout to a project
 holder and volunteering in kind. Amounts come from a seeded generator, so every load is the same.
@@ -10,7 +11,7 @@ Loading twice changes nothing: the first entry's idempotency key marks the data 
 from __future__ import annotations
 
 import random
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import click
 from flask.cli import with_appcontext
@@ -18,7 +19,11 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from campaigns.lifecycle import Actor
+from campaigns.services import create_campaign, transition
+from fundraising import credentials, people
 from fundraising.extensions import db
+from fundraising.models import Role
 from ledger import (
     Account,
     Entry,
@@ -37,12 +42,27 @@ from ledger.chart import chart_account
 MARKER_KEY = "demo:v1:start"
 SEED = 20261122
 
-CAMPAIGNS = {
-    1: "La Cagette, épicerie solidaire (Lyon 7e)",
-    2: "Le Recycleur, atelier vélo participatif",
-    3: "La Cantine des Pentes, restaurant d'insertion",
-}
-SHOPS = {1: "Boulangerie du Plateau", 2: "Fleurs des Pentes", 3: "Bistrot de la Croix-Rousse"}
+#: Every demo account signs in with this password. Demo data is for demonstrations only.
+DEMO_PASSWORD = "demo-solidons-2026"
+PEOPLE = (
+    ("admin@example.org", "Alice Admin", (Role.ADMIN,)),
+    ("tresorerie@example.org", "Théo Trésorier", (Role.TREASURER,)),
+    ("porteuse@example.org", "Nadia Porteuse", (Role.CONTRIBUTOR, Role.HOLDER)),
+    ("donatrice@example.org", "Dominique Donatrice", (Role.CONTRIBUTOR,)),
+    ("boulangerie@example.org", "Bastien Boulanger", (Role.CONTRIBUTOR,)),
+)
+CAMPAIGNS = (
+    {"title": "La Cagette, épicerie solidaire (Lyon 7e)", "goal": 150000, "funding_model": "keep_it_all",
+     "summary": "Une épicerie où chacun paie selon ses moyens, tenue par les habitants du quartier.",
+     "org_name": "Association La Cagette", "org_identifier": "W691234567", "tax_deductible": True},
+    {"title": "Le Recycleur, atelier vélo participatif", "goal": 80000, "funding_model": "keep_it_all",
+     "summary": "Apprendre à réparer son vélo avec des pièces de récupération.",
+     "org_name": "Le Recycleur", "org_identifier": "W692345678", "tax_deductible": True},
+    {"title": "La Cantine des Pentes, restaurant d'insertion", "goal": 300000, "funding_model": "all_or_nothing",
+     "summary": "Une cuisine ouverte qui forme et embauche des personnes éloignées de l'emploi.",
+     "org_name": "SCIC La Cantine des Pentes", "org_identifier": "912345678", "tax_deductible": False},
+)
+SHOPS = ("Boulangerie du Plateau", "Fleurs des Pentes", "Bistrot de la Croix-Rousse")
 
 
 def _open(session: Session, code: str, owner: tuple[str, int] | None = None, name: str | None = None,
@@ -56,12 +76,32 @@ def _open(session: Session, code: str, owner: tuple[str, int] | None = None, nam
     )
 
 
-def _accounts(session: Session) -> dict[str, Account]:
+def _people_and_campaigns(session: Session, start: date) -> tuple[list[int], list[int]]:
+    """Demo people, partner shops, and three campaigns approved by the admin; returns the
+    campaigns' fund account ids and the shops' ids."""
+    users = {email: people.register_user(session, email=email, password=DEMO_PASSWORD, display_name=name,
+                                         roles=roles, confirmed=True)
+             for email, name, roles in PEOPLE}
+    shops = [credentials.create_shop(session, name) for name in SHOPS]
+    people.grant_role(session, users["boulangerie@example.org"], Role.SHOP, shop=shops[0])
+    holder, admin = users["porteuse@example.org"], users["admin@example.org"]
+    opened = datetime.combine(start, time(9), UTC)
+    funds = []
+    for n, terms in enumerate(CAMPAIGNS):
+        campaign = create_campaign(session, holder_id=holder.id, kind="donation", now=opened,
+                                   deadline_at=opened + timedelta(days=60 + 15 * n), **terms)
+        transition(session, campaign.id, "submit", actor=Actor.HOLDER, actor_id=holder.id, now=opened)
+        transition(session, campaign.id, "approve", actor=Actor.ADMIN, actor_id=admin.id, now=opened)
+        funds.append(campaign.fund_account_id)
+    return funds, [shop.id for shop in shops]
+
+
+def _accounts(session: Session, funds: list[int], shops: list[int]) -> dict[str, Account]:
     accounts = {code: _open(session, code) for code in ("512", "511", "530", "4671", "627", "706", "864", "875")}
-    for cid, title in CAMPAIGNS.items():
-        accounts[f"fund{cid}"] = _open(session, "4673", ("campaign", cid), f"Fonds : {title}", shards=8)
-    for sid, name in SHOPS.items():
-        accounts[f"shop{sid}"] = _open(session, "4672", ("shop", sid), f"Arrondis à reverser : {name}")
+    for n, account_id in enumerate(funds, start=1):
+        accounts[f"fund{n}"] = session.get(Account, account_id)
+    for n, shop_id in enumerate(shops, start=1):
+        accounts[f"shop{n}"] = _open(session, "4672", ("shop", shop_id), f"Arrondis à reverser : {SHOPS[n - 1]}")
     accounts["pool"] = _open(session, "4673", ("round", 1), "Cagnotte des arrondis, tour 1", shards=8)
     return accounts
 
@@ -122,16 +162,18 @@ def _pledges(session: Session, a: dict[str, Account], rng: random.Random, start:
 
 
 def _roundups(session: Session, a: dict[str, Account], rng: random.Random, start: date) -> None:
+    """Three thousand till round-ups over ten days, then the bakery remits what it declared."""
     requests = []
     for n in range(3000):
-        sid = 1 + n % 3
+        shop = a[f"shop{1 + n % 3}"]
         cents = rng.randint(1, 99)
-        requests.append(_entry("roundup", start + timedelta(days=n // 300), f"Arrondi ticket {sid}-{n}",
-                               f"demo:v1:roundup:{sid}:{n}", (a[f"shop{sid}"], cents), (a["pool"], -cents),
-                               ref=("shop", str(sid))))
+        requests.append(_entry("roundup", start + timedelta(days=n // 300), f"Arrondi ticket {shop.owner_id}-{n}",
+                               f"demo:v1:roundup:{shop.owner_id}:{n}", (shop, cents), (a["pool"], -cents),
+                               ref=("shop", str(shop.owner_id))))
     for batch in range(0, len(requests), 1000):
         post_entries(session, requests[batch:batch + 1000])
-    declared = sum(leg.amount for r in requests if r.ref_id == "1" for leg in r.legs if leg.amount > 0)
+    bakery = str(a["shop1"].owner_id)
+    declared = sum(leg.amount for r in requests if r.ref_id == bakery for leg in r.legs if leg.amount > 0)
     post_entry(session, _entry("shop.remittance", start + timedelta(days=11), "Virement de la boulangerie",
                                "demo:v1:remit:1", (a["512"], declared), (a["shop1"], -declared)))
 
@@ -142,7 +184,7 @@ def load_demo(session: Session, today: date | None = None) -> bool:
         return False
     rng = random.Random(SEED)
     start = (today or date.today()) - timedelta(days=30)
-    a = _accounts(session)
+    a = _accounts(session, *_people_and_campaigns(session, start))
     gifts = _card_gifts(session, a, rng, start)
     reverse_entry(session, gifts[3].id, idempotency_key="demo:v1:refund:3", effective_on=start + timedelta(days=5),
                   memo="Remboursement à la demande du donateur")
@@ -152,7 +194,8 @@ def load_demo(session: Session, today: date | None = None) -> bool:
     post_entry(session, _entry("processor.payout", start + timedelta(days=21), "Virement Stripe vers la banque",
                                "demo:v1:stripe-payout", (a["512"], 50000), (a["4671"], -50000)))
     post_entry(session, _entry("payout", start + timedelta(days=25), "Reversement au porteur de La Cagette",
-                               "demo:v1:payout:1", (a["fund1"], 40000), (a["512"], -40000), ref=("campaign", "1")))
+                               "demo:v1:payout:1", (a["fund1"], 40000), (a["512"], -40000),
+                               ref=("campaign", str(a["fund1"].owner_id))))
     post_entry(session, _entry("volunteering", start + timedelta(days=26), "12 h de bénévolat de compétences",
                                "demo:v1:volunteering", (a["864"], 12 * 2500), (a["875"], -12 * 2500)))
     return True
@@ -168,4 +211,11 @@ def demo_command(reset: bool) -> None:
         downgrade(revision="base")
         upgrade()
     loaded = run_in_transaction(db.session, load_demo)
-    click.echo("demo data loaded" if loaded else "demo data already loaded", err=True)
+    if not loaded:
+        click.echo("demo data already loaded", err=True)
+        return
+    click.echo("demo data loaded; demo accounts (for demonstrations only) sign in with the password "
+               f"{DEMO_PASSWORD}:", err=True)
+    for email, _name, roles in PEOPLE:
+        extra = [f"shop ({SHOPS[0]})"] if email == "boulangerie@example.org" else []
+        click.echo(f"  {email:<26} {', '.join([*roles, *extra])}", err=True)

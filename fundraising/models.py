@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+import campaigns.models  # noqa: F401  (campaign tables belong to the same metadata)
 from ledger.models import Base, BigId
 
 

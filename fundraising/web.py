@@ -11,6 +11,9 @@ from flask import Blueprint, abort, current_app, has_request_context, redirect, 
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
+from campaigns.lifecycle import PUBLIC
+from campaigns.models import Campaign, Status
+from campaigns.services import progress, public_campaigns
 from fundraising.extensions import db
 from fundraising.i18n import LOCALES
 from ledger import POSTED_PHASES, Account, Entry, Posting, get_balance, trial_balance
@@ -69,7 +72,25 @@ def set_language() -> Response:
 
 @bp.get("/")
 def home() -> str:
-    rows = [r for r in trial_balance(db.session) if r.code in PUBLIC_CODES]
+    live = public_campaigns(db.session, [Status.LIVE])
+    progress_by_id = progress(db.session, live)
+    return render_template("home.html", campaigns=live, progress=progress_by_id, funds=_round_funds())
+
+
+@bp.get("/campagnes/<int:campaign_id>")
+def campaign(campaign_id: int) -> str:
+    """A campaign's page: its progress, and its public statement of funds in and out."""
+    found = db.session.get(Campaign, campaign_id)
+    if found is None or Status(found.status) not in PUBLIC:
+        abort(404)
+    lines, balance = _statement(found.fund_account_id) if found.fund_account_id else ([], None)
+    return render_template("campaign.html", campaign=found, progress=progress(db.session, [found])[found.id],
+                           lines=lines, balance=balance, limit=STATEMENT_LIMIT)
+
+
+def _round_funds() -> list[dict[str, object]]:
+    """Funds that belong to no campaign (round-up pools), with what came in and went out."""
+    rows = [r for r in trial_balance(db.session) if r.code in PUBLIC_CODES and ":campaign:" not in r.key]
     funds = [
         {"key": r.key, "name": r.name, "currency": r.currency, "collected": r.credits, "spent": r.debits,
          "held": r.credits - r.debits}
@@ -78,7 +99,18 @@ def home() -> str:
     biggest = max((f["collected"] for f in funds), default=0)
     for fund in funds:
         fund["step"] = bar_step(fund["collected"], biggest)
-    return render_template("home.html", funds=funds)
+    return funds
+
+
+def _statement(account_id: int) -> tuple[list[object], object]:
+    lines = db.session.execute(
+        select(Entry.effective_on, Entry.kind, Entry.memo, Posting.amount)
+        .join(Posting, Posting.entry_id == Entry.id)
+        .where(Posting.account_id == account_id, Entry.phase.in_(POSTED_PHASES))
+        .order_by(Entry.effective_on.desc(), Entry.created_at.desc())
+        .limit(STATEMENT_LIMIT)
+    ).all()
+    return list(lines), get_balance(db.session, account_id)
 
 
 @bp.get("/fonds/<path:key>")
@@ -86,13 +118,6 @@ def fund_statement(key: str) -> str:
     account = db.session.scalar(select(Account).where(Account.key == key))
     if account is None or account.code not in PUBLIC_CODES:
         abort(404)
-    lines = db.session.execute(
-        select(Entry.effective_on, Entry.kind, Entry.memo, Posting.amount)
-        .join(Posting, Posting.entry_id == Entry.id)
-        .where(Posting.account_id == account.id, Entry.phase.in_(POSTED_PHASES))
-        .order_by(Entry.effective_on.desc(), Entry.created_at.desc())
-        .limit(STATEMENT_LIMIT)
-    ).all()
-    balance = get_balance(db.session, account.id)
+    lines, balance = _statement(account.id)
     return render_template("statement.html", account=account, lines=lines, balance=balance,
                            limit=STATEMENT_LIMIT)

@@ -1,0 +1,39 @@
+"""Errors raised by the campaign rules. The web layer maps each to problem+json in one place."""
+
+from __future__ import annotations
+
+
+class CampaignError(Exception):
+    """Base class of every error raised by ``campaigns``."""
+
+    code = "campaign-error"
+    status = 422
+    field: str | None = None
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if field is not None:
+            self.field = field
+
+
+class InvalidCampaign(CampaignError):
+    """A campaign's terms are wrong: empty title, goal not a positive integer, deadline past,
+    unknown kind, currency or funding model, malformed SIREN/RNA."""
+
+    code = "invalid-campaign"
+
+
+class TransitionNotAllowed(CampaignError):
+    """A lifecycle step that the transition table does not allow from the current status
+    (approving a draft, editing a live campaign, cancelling a paid-out one)."""
+
+    code = "transition-not-allowed"
+    status = 409
+
+
+class CampaignNotFound(CampaignError):
+    """No campaign with this id, or one the caller may not see."""
+
+    code = "campaign-not-found"
+    status = 404
