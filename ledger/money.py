@@ -7,9 +7,10 @@ the call site; ``float`` never.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal
 
 # ISO 4217 currencies the engine accepts, with their number of minor-unit digits.
 CURRENCY_EXPONENTS: dict[str, int] = {
@@ -83,25 +84,27 @@ class Money:
         return f"{self.to_decimal():.{exponent(self.currency)}f} {self.currency}"
 
 
+AMOUNT_RE = re.compile(r"^([+-]?)([0-9]{1,16})(?:[.,]([0-9]{1,64}))?$")
+
+
 def parse_major(text: str, currency: str) -> int:
     """Parse ``"12.34"`` or ``"12,34"`` in major units into minor units.
 
-    More decimals than the currency has is an error, never a silent rounding.
+    Plain decimal notation only (ASCII digits, one decimal separator, no exponent, no
+    underscores). More non-zero decimals than the currency has is an error, never a rounding.
     """
-    cleaned = text.strip().replace("\u00a0", "").replace(" ", "").replace(",", ".")
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        raise ValueError(f"not an amount: {text!r}") from None
-    if not value.is_finite():
+    cleaned = text.strip().replace("\u00a0", "").replace("\u202f", "").replace(" ", "")
+    match = AMOUNT_RE.match(cleaned)
+    if match is None:
         raise ValueError(f"not an amount: {text!r}")
-    scaled = value.scaleb(exponent(currency))
-    if scaled != scaled.to_integral_value(rounding=ROUND_HALF_EVEN):
+    sign, units, decimals = match.group(1), match.group(2), (match.group(3) or "")
+    digits = exponent(currency)
+    if decimals[digits:].strip("0"):
         raise ValueError(f"too many decimals for {currency}: {text!r}")
-    minor = int(scaled)
-    if abs(minor) > MAX_AMOUNT:
+    minor = int(units) * 10**digits + int((decimals[:digits] or "0").ljust(digits, "0") or "0")
+    if minor > MAX_AMOUNT:
         raise ValueError(f"amount out of range: {text!r}")
-    return minor
+    return -minor if sign == "-" else minor
 
 
 def allocate(total: int, weights: Sequence[int]) -> list[int]:
@@ -112,6 +115,8 @@ def allocate(total: int, weights: Sequence[int]) -> list[int]:
     first). Works for negative totals by splitting the absolute value. Weights must be
     non-negative with a positive sum.
     """
+    if type(total) is not int:
+        raise ValueError("total must be an integer in minor units")
     if not weights:
         raise ValueError("allocate needs at least one weight")
     if any(type(w) is not int or w < 0 for w in weights):
