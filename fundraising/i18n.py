@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from babel.numbers import format_decimal
+from babel.numbers import format_decimal, format_percent
 from flask import Flask, request, session
 from flask_babel import format_date, get_locale
 from flask_login import current_user
@@ -39,6 +39,11 @@ def format_money(amount: int, currency: str = "EUR") -> str:
     return f"{text}\u00a0{currency}"
 
 
+def format_percent_whole(percent: int) -> str:
+    """A whole percentage the locale's way: ``75 %`` in French, ``75%`` in English."""
+    return format_percent(Decimal(percent) / 100, locale=str(get_locale() or "fr"))
+
+
 def format_day(value: date | datetime | None) -> str:
     return "" if value is None else format_date(value, format="medium")
 
@@ -49,5 +54,6 @@ def init_app(app: Flask) -> None:
     babel.init_app(app, locale_selector=select_locale)
     app.jinja_env.filters["money"] = format_money
     app.jinja_env.filters["day"] = format_day
+    app.jinja_env.filters["percent"] = format_percent_whole
     app.jinja_env.globals["current_locale"] = lambda: str(get_locale() or "fr")
     app.jinja_env.globals["LOCALES"] = LOCALES
