@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, current_app, json, render_template, request
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import HTTPException
 
+from campaigns.errors import CampaignError
 from fundraising.errors import FundraisingError
 from ledger import errors as ledger_errors
 
@@ -34,8 +37,36 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
 }
 
 
+#: A title per problem type, in the reader's language; ``detail`` says what happened precisely.
+#: (``_l`` is lazy_gettext: the title is translated when the response is built.)
+TITLES = {
+    "invalid-entry": _l("Écriture invalide"),
+    "invalid-resolution": _l("Règlement d'une écriture en attente invalide"),
+    "account-not-found": _l("Compte introuvable"),
+    "entry-not-found": _l("Écriture introuvable"),
+    "account-closed": _l("Compte clôturé"),
+    "account-exists": _l("Ce compte existe déjà"),
+    "account-not-empty": _l("Le compte n'est pas vide"),
+    "insufficient-funds": _l("Fonds insuffisants"),
+    "idempotency-conflict": _l("Clé d'idempotence déjà utilisée pour une autre demande"),
+    "idempotency-key-reused": _l("Clé d'idempotence déjà utilisée pour une autre demande"),
+    "already-resolved": _l("Écriture déjà réglée"),
+    "already-reversed": _l("Écriture déjà contre-passée"),
+    "invalid-input": _l("Données invalides"),
+    "email-taken": _l("Adresse déjà utilisée"),
+    "invalid-credentials": _l("Identifiants incorrects"),
+    "email-not-confirmed": _l("Adresse e-mail non confirmée"),
+    "invalid-link": _l("Lien invalide ou expiré"),
+    "not-found": _l("Introuvable"),
+    "forbidden": _l("Accès refusé"),
+    "invalid-campaign": _l("Campagne invalide"),
+    "transition-not-allowed": _l("Étape non permise pour cette campagne"),
+    "campaign-not-found": _l("Campagne introuvable"),
+}
+
+
 def status_for(exc: Exception) -> int:
-    if isinstance(exc, FundraisingError):
+    if isinstance(exc, FundraisingError | CampaignError):
         return exc.status
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
@@ -67,14 +98,14 @@ def _wants_problem() -> bool:
     return request.path.startswith("/api/")
 
 
-DomainError = ledger_errors.LedgerError | FundraisingError
+DomainError = ledger_errors.LedgerError | FundraisingError | CampaignError
 
 
 def domain_problem(exc: DomainError) -> Response:
     field = getattr(exc, "field", None)
     return problem(
         status_for(exc),
-        type(exc).__name__,
+        str(TITLES.get(exc.code, gettext("Demande refusée"))),
         exc.message,
         type_=f"/problems/{exc.code}",
         errors={field: [exc.message]} if field else None,
@@ -126,6 +157,7 @@ def _headers(exc: HTTPException) -> dict[str, str] | None:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ledger_errors.LedgerError)
     @app.errorhandler(FundraisingError)
+    @app.errorhandler(CampaignError)
     def _domain(exc: DomainError) -> Any:
         if _wants_problem():
             return domain_problem(exc)

@@ -196,8 +196,26 @@ def test_domain_errors_become_problem_json_with_the_field(api_app):
     assert response.mimetype == "application/problem+json"
     body = response.get_json()
     assert body["type"] == "/problems/invalid-entry"
+    assert body["title"] == "Écriture invalide"
     assert body["errors"] == {"postings": ["postings do not sum to zero: +1 EUR"]}
     assert api_app.test_client().get("/api/v1/probe/funds").status_code == 409
+    english = api_app.test_client().get("/api/v1/probe/funds", headers={"Accept-Language": "en"}).get_json()
+    assert english["title"] == "Insufficient funds"
+
+
+def test_every_domain_error_has_a_title_in_both_languages(api_app):
+    from campaigns import errors as campaign_errors
+    from fundraising import errors as app_errors
+    from fundraising.problems import TITLES
+    from ledger import errors as ledger_errors
+
+    leaves = {cls.code for module in (campaign_errors, app_errors, ledger_errors) for cls in vars(module).values()
+              if isinstance(cls, type) and issubclass(cls, Exception) and cls.__subclasses__() == []}
+    assert leaves <= set(TITLES)
+    with api_app.test_request_context(headers={"Accept-Language": "en"}):
+        english = {code: str(title) for code, title in TITLES.items()}
+    with api_app.test_request_context(headers={"Accept-Language": "fr"}):
+        assert all(str(title) != english[code] for code, title in TITLES.items())
 
 
 def test_unknown_api_path_and_bug_are_problems_without_a_traceback(api_app):
