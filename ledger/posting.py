@@ -25,10 +25,10 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -45,7 +45,7 @@ from ledger.errors import (
     InvalidEntry,
     InvalidResolution,
 )
-from ledger.models import Account, AccountType, Balance, Entry, Phase, Posting
+from ledger.models import Account, AccountType, Balance, Entry, Phase, Posting, normal_sign
 from ledger.money import MAX_AMOUNT, is_amount, is_currency
 
 MAX_POSTINGS_PER_ENTRY = 10_000
@@ -140,7 +140,35 @@ class _Delta:
     posted: int = 0
     pending_debits: int = 0
     pending_credits: int = 0
-    shards: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """What posting needs to know of an account, read in one query without ORM objects."""
+
+    id: int
+    key: str
+    code: str
+    type: str
+    currency: str
+    allow_negative: bool
+    balance_shards: int
+    closed_at: datetime | None
+
+    @property
+    def normal_sign(self) -> int:
+        return normal_sign(self.type, self.code)
+
+
+# Statements built once: SQLAlchemy caches their compiled form, and the hot path (one entry per
+# request) spends its time in the database rather than in building queries.
+_SELECT_ACCOUNTS = select(
+    Account.id, Account.key, Account.code, Account.type, Account.currency, Account.allow_negative,
+    Account.balance_shards, Account.closed_at,
+).where(Account.id.in_(bindparam("ids", expanding=True)))
+_SELECT_BY_KEY = select(Entry.id, Entry.request_hash).where(Entry.idempotency_key == bindparam("key"))
+_INSERT_POSTINGS = insert(Posting.__table__)
+_INSERT_ENTRY = insert(Entry.__table__)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -160,18 +188,21 @@ def utcnow() -> datetime:
 
 
 def request_hash(phase: str, request: EntryRequest, target_id: uuid.UUID | None = None) -> str:
-    """A digest of everything that defines a request, so retries can be compared."""
-    payload = {
-        "phase": phase,
-        "kind": request.kind,
-        "effective_on": request.effective_on.isoformat(),
-        "memo": request.memo,
-        "ref": [request.ref_type, request.ref_id],
-        "legs": sorted([leg.account_id, leg.amount] for leg in request.legs),
-        "target": str(target_id) if target_id else None,
-    }
-    encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(encoded).hexdigest()
+    """A digest of everything that defines a request, so retries can be compared.
+
+    The text hashed is the canonical JSON of the request (keys sorted, no spaces, legs sorted),
+    written out directly because the bulk path hashes thousands of requests per batch.
+    """
+    dumps = json.dumps
+    legs = ",".join(f"[{account_id},{amount}]" for account_id, amount in
+                    sorted((leg.account_id, leg.amount) for leg in request.legs))
+    text_ = (
+        f'{{"effective_on":{dumps(request.effective_on.isoformat())},"kind":{dumps(request.kind)},'
+        f'"legs":[{legs}],"memo":{dumps(request.memo)},"phase":{dumps(str(phase))},'
+        f'"ref":[{dumps(request.ref_type)},{dumps(request.ref_id)}],'
+        f'"target":{dumps(str(target_id) if target_id else None)}}}'
+    )
+    return hashlib.sha256(text_.encode()).hexdigest()
 
 
 def _lock_key(session: Session, key: str) -> None:
@@ -218,7 +249,7 @@ def validate_request(request: EntryRequest, *, min_legs: int = 2) -> None:
             raise InvalidEntry("a posting cannot be zero", field="postings")
 
 
-def _check_accounts(request: EntryRequest, accounts: Mapping[int, Account]) -> None:
+def _check_accounts(request: EntryRequest, accounts: Mapping[int, AccountInfo]) -> None:
     """Accounts exist and are open, and the legs sum to zero in each currency."""
     totals: dict[str, int] = defaultdict(int)
     for leg in request.legs:
@@ -234,13 +265,13 @@ def _check_accounts(request: EntryRequest, accounts: Mapping[int, Account]) -> N
         raise InvalidEntry(f"postings do not sum to zero: {detail}", field="postings")
 
 
-def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, Account]:
+def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, AccountInfo]:
     wanted = sorted(set(ids))
-    found: dict[int, Account] = {}
+    found: dict[int, AccountInfo] = {}
+    connection = session.connection()
     for start in range(0, len(wanted), 1000):
-        chunk = wanted[start : start + 1000]
-        for account in session.scalars(select(Account).where(Account.id.in_(chunk))):
-            found[account.id] = account
+        for row in connection.execute(_SELECT_ACCOUNTS, {"ids": wanted[start : start + 1000]}):
+            found[row[0]] = AccountInfo(*row)
     return found
 
 
@@ -365,16 +396,33 @@ def _merge(*many: Mapping[int, _Delta]) -> dict[int, _Delta]:
     return merged
 
 
-def _available_change(account: Account, delta: _Delta) -> int:
+def _available_change(account: AccountInfo, delta: _Delta) -> int:
     sign = account.normal_sign
     outflow = delta.pending_credits if sign > 0 else delta.pending_debits
     return sign * delta.posted - outflow
 
 
-def _apply_deltas(session: Session, accounts: Mapping[int, Account], deltas: Mapping[int, _Delta]) -> None:
+def _needs_check(account: AccountInfo, delta: _Delta) -> bool:
+    return not account.allow_negative and _available_change(account, delta) < 0
+
+
+def _shard(account: AccountInfo) -> int:
+    return random.randrange(account.balance_shards) if account.balance_shards > 1 else 0
+
+
+def _apply_deltas(session: Session, accounts: Mapping[int, AccountInfo], deltas: Mapping[int, _Delta]) -> None:
     """Update cached balances in ``account_id`` order, checking accounts that may not go
-    negative. On a refusal, the updates already made are undone before raising, so the
-    transaction stays consistent even if the caller goes on."""
+    negative. When none needs a check (a gift, a round-up), the updates go as one batch, still
+    in ``account_id`` order. On a refusal, the updates already made are undone before raising,
+    so the transaction stays consistent even if the caller goes on."""
+    moving = [(account_id, deltas[account_id]) for account_id in sorted(deltas)
+              if deltas[account_id].posted or deltas[account_id].pending_debits or deltas[account_id].pending_credits]
+    if not any(_needs_check(accounts[account_id], delta) for account_id, delta in moving):
+        if moving:
+            session.connection().execute(
+                _UPDATE_SHARD, [_shard_params(account_id, _shard(accounts[account_id]), delta, 1)
+                                for account_id, delta in moving])
+        return
     applied: list[tuple[int, int, _Delta]] = []
     try:
         for account_id in sorted(deltas):
@@ -382,7 +430,7 @@ def _apply_deltas(session: Session, accounts: Mapping[int, Account], deltas: Map
             if not (delta.posted or delta.pending_debits or delta.pending_credits):
                 continue
             account = accounts[account_id]
-            if not account.allow_negative and _available_change(account, delta) < 0:
+            if _needs_check(account, delta):
                 balance = get_balance(session, account_id, lock=True)
                 if balance.available + _available_change(account, delta) < 0:
                     raise InsufficientFunds(
@@ -392,7 +440,7 @@ def _apply_deltas(session: Session, accounts: Mapping[int, Account], deltas: Map
                     )
                 shard = 0
             else:
-                shard = random.randrange(account.balance_shards) if account.balance_shards > 1 else 0
+                shard = _shard(account)
             _update_shard(session, account_id, shard, delta, 1)
             applied.append((account_id, shard, delta))
     except InsufficientFunds:
@@ -407,40 +455,36 @@ _UPDATE_SHARD = text(
 )
 
 
+def _shard_params(account_id: int, shard: int, delta: _Delta, sign: int) -> dict[str, int]:
+    return {"p": sign * delta.posted, "pd": sign * delta.pending_debits, "pc": sign * delta.pending_credits,
+            "a": account_id, "s": shard}
+
+
 def _update_shard(session: Session, account_id: int, shard: int, delta: _Delta, sign: int) -> None:
-    session.execute(
-        _UPDATE_SHARD,
-        {
-            "p": sign * delta.posted,
-            "pd": sign * delta.pending_debits,
-            "pc": sign * delta.pending_credits,
-            "a": account_id,
-            "s": shard,
-        },
-    )
+    session.connection().execute(_UPDATE_SHARD, _shard_params(account_id, shard, delta, sign))
 
 
 # --------------------------------------------------------------------------- entries
 
 
-def _find_by_key(session: Session, key: str) -> Entry | None:
-    return session.scalar(select(Entry).where(Entry.idempotency_key == key))
+def _find_by_key(session: Session, key: str) -> tuple[uuid.UUID, str | None, str] | None:
+    """(id, request hash, key) of the entry posted with ``key``, if any."""
+    row = session.connection().execute(_SELECT_BY_KEY, {"key": key}).first()
+    return None if row is None else (row[0], row[1], key)
 
 
-def _replay(session: Session, existing: Entry, digest: str) -> PostedEntry:
-    if existing.request_hash != digest:
-        raise IdempotencyConflict(
-            f"idempotency key {existing.idempotency_key!r} was used for another request",
-            field="idempotency_key",
-        )
-    return load_entry(session, existing.id, replayed=True)
+def _replay(session: Session, existing: tuple[uuid.UUID, str | None, str], digest: str) -> PostedEntry:
+    entry_id, stored_digest, key = existing
+    if stored_digest != digest:
+        raise IdempotencyConflict(f"idempotency key {key!r} was used for another request", field="idempotency_key")
+    return load_entry(session, entry_id, replayed=True)
 
 
 def _insert_entry(
     session: Session,
     phase: str,
     request: EntryRequest,
-    accounts: Mapping[int, Account],
+    accounts: Mapping[int, AccountInfo],
     digest: str | None,
     *,
     pending_id: uuid.UUID | None = None,
@@ -473,7 +517,7 @@ def _insert_entry(
         "reverses_id": reverses_id,
         "created_at": created_at,
     }
-    session.execute(insert(Entry), [row])
+    session.connection().execute(_INSERT_ENTRY, [row])
     return PostedEntry(postings=postings, replayed=False, **row_view(row))
 
 
@@ -482,7 +526,7 @@ def _insert_postings(session: Session, rows: list[dict[str, object]]) -> None:
     its balance rows is refused by the database guard, and reported as :class:`AccountClosed`
     (the transaction is then unusable and must be rolled back, as after any database refusal)."""
     try:
-        session.execute(insert(Posting), rows)
+        session.connection().execute(_INSERT_POSTINGS, rows)
     except IntegrityError as exc:
         if "posting to a closed account" in str(exc.orig):
             raise AccountClosed("an account of this entry was closed meanwhile", field="postings") from exc
@@ -769,7 +813,7 @@ def post_entries(
         results[i] = PostedEntry(postings=postings, **row_view(row))
     if posting_rows:
         _insert_postings(session, posting_rows)
-        session.execute(insert(Entry), entry_rows)
+        session.connection().execute(_INSERT_ENTRY, entry_rows)
     return [r for r in results if r is not None]
 
 

@@ -6,10 +6,14 @@ worked examples: who pays whom, and what every balance reads afterwards.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import date
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from ledger import (
@@ -22,10 +26,12 @@ from ledger import (
     Balance,
     Entry,
     EntryNotFound,
+    EntryRequest,
     IdempotencyConflict,
     InsufficientFunds,
     InvalidEntry,
     InvalidResolution,
+    Leg,
     close_account,
     entry_status,
     find_violations,
@@ -38,6 +44,7 @@ from ledger import (
     trial_balance,
     void_pending,
 )
+from ledger.posting import request_hash
 from tests.factories import account, request
 
 
@@ -299,3 +306,19 @@ def test_trial_balance_at_a_date_only_counts_entries_effective_by_then(session, 
     assert fund_credits(None) == 1000
     rows = trial_balance(session)
     assert sum(r.debits for r in rows) == sum(r.credits for r in rows)
+
+
+@given(
+    kind=st.text(min_size=1, max_size=40), memo=st.text(max_size=60),
+    ref=st.tuples(st.none() | st.text(max_size=10), st.none() | st.text(max_size=10)),
+    legs=st.lists(st.tuples(st.integers(1, 10**6), st.integers(-(10**15), 10**15)), min_size=2, max_size=5),
+    target=st.none() | st.uuids(), phase=st.sampled_from(["posted", "pending", "reversal"]),
+)
+def test_request_hash_is_the_digest_of_the_canonical_json(kind, memo, ref, legs, target, phase):
+    request = EntryRequest(kind=kind, memo=memo, ref_type=ref[0], ref_id=ref[1], effective_on=date(2026, 1, 2),
+                           legs=tuple(Leg(a, n) for a, n in legs))
+    canonical = json.dumps({
+        "phase": phase, "kind": kind, "effective_on": "2026-01-02", "memo": memo, "ref": list(ref),
+        "legs": sorted([a, n] for a, n in legs), "target": str(target) if target else None,
+    }, sort_keys=True, separators=(",", ":"))
+    assert request_hash(phase, request, target) == hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints readable lines, then one JSON object as its last line of stdout."""
