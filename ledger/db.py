@@ -28,7 +28,9 @@ def engine_options(url: str) -> dict[str, Any]:
     """Keyword arguments for ``create_engine`` suited to the database behind ``url``."""
     if make_url(url).get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
-    return {"pool_pre_ping": True}
+    # No pre-ping (a round trip per transaction): a connection found dead is invalidated and
+    # run_in_transaction runs the transaction again on a fresh one.
+    return {"pool_recycle": 1800}
 
 
 def configure_engine(engine: Engine) -> Engine:

@@ -167,6 +167,10 @@ _SELECT_ACCOUNTS = select(
     Account.balance_shards, Account.closed_at,
 ).where(Account.id.in_(bindparam("ids", expanding=True)))
 _SELECT_BY_KEY = select(Entry.id, Entry.request_hash).where(Entry.idempotency_key == bindparam("key"))
+_SELECT_ACCOUNTS_AND_KEY = (
+    _SELECT_ACCOUNTS.add_columns(Entry.id, Entry.request_hash)
+    .outerjoin(Entry, Entry.idempotency_key == bindparam("key"))
+)
 _INSERT_POSTINGS = insert(Posting.__table__)
 _INSERT_ENTRY = insert(Entry.__table__)
 
@@ -263,6 +267,24 @@ def _check_accounts(request: EntryRequest, accounts: Mapping[int, AccountInfo]) 
     if unbalanced:
         detail = ", ".join(f"{total:+d} {cur}" for cur, total in sorted(unbalanced.items()))
         raise InvalidEntry(f"postings do not sum to zero: {detail}", field="postings")
+
+
+def _load_accounts_and_key(
+    session: Session, ids: list[int], key: str | None
+) -> tuple[dict[int, AccountInfo], tuple[uuid.UUID, str | None, str] | None]:
+    """The entry's accounts and, in the same round trip, the entry already posted with ``key``."""
+    wanted = sorted(set(ids))
+    if key is None or len(wanted) > 1000:
+        return _load_accounts(session, wanted), (_find_by_key(session, key) if key else None)
+    found: dict[int, AccountInfo] = {}
+    existing = None
+    for row in session.connection().execute(_SELECT_ACCOUNTS_AND_KEY, {"ids": wanted, "key": key}):
+        found[row[0]] = AccountInfo(*row[:8])
+        if row[8] is not None:
+            existing = (row[8], row[9], key)
+    if not found:  # no account matched, so the join could not say whether the key is used
+        existing = _find_by_key(session, key)
+    return found, existing
 
 
 def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, AccountInfo]:
@@ -574,12 +596,12 @@ def post_entry(
     validate_request(request)
     phase = Phase.PENDING if pending else Phase.POSTED
     digest = request_hash(phase, request)
-    if request.idempotency_key is not None:
-        _lock_key(session, f"entry:{request.idempotency_key}")
-        existing = _find_by_key(session, request.idempotency_key)
-        if existing is not None:
-            return _replay(session, existing, digest)
-    accounts = _load_accounts(session, (leg.account_id for leg in request.legs))
+    key = request.idempotency_key
+    if key is not None:
+        _lock_key(session, f"entry:{key}")  # before the lookup: its snapshot must follow the lock
+    accounts, existing = _load_accounts_and_key(session, [leg.account_id for leg in request.legs], key)
+    if existing is not None:
+        return _replay(session, existing, digest)
     _check_accounts(request, accounts)
     _apply_deltas(session, accounts, _deltas(request.legs, phase))
     return _insert_entry(session, phase, request, accounts, digest, now=now)

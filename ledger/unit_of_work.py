@@ -2,7 +2,8 @@
 
 Services flush and never commit; :func:`run_in_transaction` is the one place that commits on
 success and rolls back on any error. A transaction that lost a race the database detected
-(serialization failure, deadlock, SQLite's busy lock) is retried from the start, a bounded number
+(serialization failure, deadlock, SQLite's busy lock), or whose connection was found dead,
+is retried from the start, a bounded number
 of times: services are functions of their arguments, so running one again is safe.
 """
 
@@ -33,6 +34,8 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, DBAPIError):
         return False
+    if exc.connection_invalidated:  # the server restarted or dropped us: a new connection will do
+        return True
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate in RETRYABLE_SQLSTATES:
