@@ -209,11 +209,15 @@ def request_hash(phase: str, request: EntryRequest, target_id: uuid.UUID | None 
     return hashlib.sha256(text_.encode()).hexdigest()
 
 
+_LOCK_KEY = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))")
+
+
 def _lock_key(session: Session, key: str) -> None:
     """Serialize transactions that use the same key until the first one ends (PostgreSQL).
     SQLite needs nothing: the engine opens write transactions with BEGIN IMMEDIATE."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(_LOCK_KEY, {"k": key})
 
 
 def _lock_keys(session: Session, keys: Sequence[str]) -> None:
@@ -539,7 +543,7 @@ def _insert_entry(
         "reverses_id": reverses_id,
         "created_at": created_at,
     }
-    session.connection().execute(_INSERT_ENTRY, [row])
+    session.connection().execute(_INSERT_ENTRY, row)
     return PostedEntry(postings=postings, replayed=False, **row_view(row))
 
 
