@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ledger.models import Base, BigId
+from ledger.models import Base, BigId, UtcDateTime
 
 
 class Kind(enum.StrEnum):
@@ -51,7 +51,7 @@ class Campaign(Base):
     #: Minor units of ``currency``; the goal counts gross contributions, before any fee.
     goal: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
-    deadline_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime] = mapped_column(UtcDateTime)
     funding_model: Mapped[str] = mapped_column(String(16))
     holder_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"), index=True)
     org_name: Mapped[str] = mapped_column(String(200))
@@ -61,8 +61,8 @@ class Campaign(Base):
     tax_deductible: Mapped[bool] = mapped_column(Boolean, default=False)
     #: The ledger account holding the money raised for this campaign (4673), opened on approval.
     fund_account_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("ledger_accounts.id"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     transitions: Mapped[list[CampaignTransition]] = relationship(
         back_populates="campaign", order_by="CampaignTransition.id", lazy="selectin"
@@ -81,6 +81,6 @@ class CampaignTransition(Base):
     to_status: Mapped[str] = mapped_column(String(16))
     actor_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id"))
     reason: Mapped[str] = mapped_column(Text, default="")
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     campaign: Mapped[Campaign] = relationship(back_populates="transitions")

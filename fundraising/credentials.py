@@ -73,7 +73,7 @@ def resolve_bearer(session: Session, secret: str) -> Principal | None:
     now = datetime.now(UTC)
     if token is None or token.revoked_at is not None:
         return None
-    if token.expires_at is not None and _aware(token.expires_at) <= now:
+    if token.expires_at is not None and token.expires_at <= now:
         return None
     if token.kind == "shop":
         shop = session.get(Shop, token.shop_id)
@@ -84,10 +84,6 @@ def resolve_bearer(session: Session, secret: str) -> Principal | None:
     if user is None or not user.is_active:
         return None
     return Principal("user", user.id, user=user, token_id=token.id)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def revoke_token(session: Session, token_id: int, *, owner: Principal) -> ApiToken:

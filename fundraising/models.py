@@ -11,7 +11,6 @@ from datetime import datetime
 
 from flask_login import UserMixin
 from sqlalchemy import (
-    DateTime,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -23,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 import campaigns.models  # noqa: F401  (campaign tables belong to the same metadata)
-from ledger.models import Base, BigId
+from ledger.models import Base, BigId, UtcDateTime
 
 
 class Role(enum.StrEnum):
@@ -43,9 +42,9 @@ class User(UserMixin, Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     display_name: Mapped[str] = mapped_column(String(120))
     locale: Mapped[str] = mapped_column(String(5), default="fr")
-    email_confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    email_confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     #: Bumped when the password changes: sessions and reset links made before stop working.
     session_version: Mapped[int] = mapped_column(Integer, default=1)
 
@@ -82,7 +81,7 @@ class RoleGrant(Base):
     user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id"), index=True)
     role: Mapped[str] = mapped_column(String(20))
     shop_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("shops.id"))
-    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime)
     granted_by_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id"))
 
     user: Mapped[User] = relationship(back_populates="grants", foreign_keys=[user_id])
@@ -96,7 +95,7 @@ class Shop(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), default="approved")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class ApiToken(Base):
@@ -115,10 +114,10 @@ class ApiToken(Base):
     #: First characters of the secret, to recognise a key in a list without revealing it.
     prefix: Mapped[str] = mapped_column(String(16))
     token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class IdempotencyRecord(Base):
@@ -140,5 +139,5 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(SmallInteger)
     content_type: Mapped[str] = mapped_column(String(100))
     response_body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 

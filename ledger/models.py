@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -29,6 +29,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    TypeDecorator,
     Uuid,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -43,6 +44,28 @@ NAMING_CONVENTION = {
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY, so 64-bit ids map to INTEGER there.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A moment in UTC, always returned timezone-aware.
+
+    PostgreSQL keeps the offset (``timestamptz``); SQLite keeps none and hands back naive values,
+    so values are stored converted to UTC and read back marked as UTC. Naive values given to
+    the database are taken to be UTC already.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -94,8 +117,8 @@ class Account(Base):
     owner_id: Mapped[int | None] = mapped_column(BigInteger)
     allow_negative: Mapped[bool] = mapped_column(Boolean, default=False)
     balance_shards: Mapped[int] = mapped_column(SmallInteger, default=1)
-    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     @property
     def normal_sign(self) -> int:
@@ -143,7 +166,7 @@ class Entry(Base):
     reverses_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("ledger_entries.id"), unique=True
     )
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     #: PostgreSQL: the top-level transaction that sealed the entry (set by the database), so that
     #: a posting slipped in by another transaction is refused at its commit. Unused on SQLite,
     #: which has one writer at a time.

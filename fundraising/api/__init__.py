@@ -7,15 +7,47 @@ error, from validation to a domain rule, has one shape.
 
 from __future__ import annotations
 
+import http
+
+import marshmallow as ma
 from flask import Flask
 from flask_smorest import Api
+from flask_smorest.utils import prepare_response
+
+from fundraising.problems import PROBLEM_MIMETYPE
 
 API_PREFIX = "/api/v1"
 
 
+class ProblemSchema(ma.Schema):
+    """RFC 9457 problem details, as every error of the API is answered."""
+
+    type = ma.fields.String(required=True, metadata={"description": "URI reference naming the problem"})
+    title = ma.fields.String(required=True, metadata={"description": "short summary, in the reader's language"})
+    status = ma.fields.Integer(required=True)
+    detail = ma.fields.String(metadata={"description": "what happened, precisely"})
+    errors = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.String()),
+                            metadata={"description": "messages per invalid field"})
+
+
 class ProblemApi(Api):
+    ERROR_SCHEMA = ProblemSchema
+
     def _register_error_handlers(self) -> None:
         """Errors are answered by fundraising.problems, as problem+json."""
+
+    def _register_responses(self) -> None:
+        """Document every error response as application/problem+json (flask-smorest's own
+        shape and content type would otherwise be declared)."""
+        for status in http.HTTPStatus:
+            response: dict[str, object] = {"description": status.phrase}
+            if not (100 <= status < 200) and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_MIMETYPE)
+            self.spec.components.response(status.name, response, lazy=True)
+        default: dict[str, object] = {"description": "Default error response", "schema": self.ERROR_SCHEMA}
+        prepare_response(default, self.spec, PROBLEM_MIMETYPE)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, default, lazy=True)
 
 
 api = ProblemApi()
