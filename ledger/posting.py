@@ -817,26 +817,25 @@ def post_entries(
         _check_accounts(requests[i], accounts)
     _apply_deltas(session, accounts, _deltas((leg for i in fresh for leg in requests[i].legs), Phase.POSTED))
     created_at = now or utcnow()
+    posted = Phase.POSTED.value
     posting_rows: list[dict[str, object]] = []
     entry_rows: list[dict[str, object]] = []
     for i in fresh:
         request = requests[i]
         entry_id = new_entry_id()
-        postings = tuple(
-            PostingView(leg.account_id, leg.amount, accounts[leg.account_id].currency) for leg in request.legs
-        )
-        posting_rows.extend(
-            {"entry_id": entry_id, "account_id": p.account_id, "amount": p.amount, "currency": p.currency}
-            for p in postings
-        )
-        row = {
-            "id": entry_id, "phase": Phase.POSTED.value, "kind": request.kind,
-            "effective_on": request.effective_on, "memo": request.memo, "ref_type": request.ref_type,
-            "ref_id": request.ref_id, "idempotency_key": request.idempotency_key,
-            "request_hash": digests[i], "pending_id": None, "reverses_id": None, "created_at": created_at,
-        }
-        entry_rows.append(row)
-        results[i] = PostedEntry(postings=postings, **row_view(row))
+        postings = tuple([PostingView(leg.account_id, leg.amount, accounts[leg.account_id].currency)
+                          for leg in request.legs])
+        posting_rows += [{"entry_id": entry_id, "account_id": p.account_id, "amount": p.amount,
+                          "currency": p.currency} for p in postings]
+        entry_rows.append({
+            "id": entry_id, "phase": posted, "kind": request.kind, "effective_on": request.effective_on,
+            "memo": request.memo, "ref_type": request.ref_type, "ref_id": request.ref_id,
+            "idempotency_key": request.idempotency_key, "request_hash": digests[i], "pending_id": None,
+            "reverses_id": None, "created_at": created_at,
+        })
+        results[i] = PostedEntry(entry_id, posted, request.kind, request.effective_on, request.memo,
+                                 request.ref_type, request.ref_id, request.idempotency_key, None, None,
+                                 created_at, postings)
     if posting_rows:
         _insert_postings(session, posting_rows)
         session.connection().execute(_INSERT_ENTRY, entry_rows)
