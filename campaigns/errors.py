@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
+from ledger.errors import DomainError
 
-class CampaignError(Exception):
+
+class CampaignError(DomainError):
     """Base class of every error raised by ``campaigns``."""
 
     code = "campaign-error"
-    status = 422
-    field: str | None = None
-
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if field is not None:
-            self.field = field
 
 
 class InvalidCampaign(CampaignError):
@@ -29,11 +23,9 @@ class TransitionNotAllowed(CampaignError):
     (approving a draft, editing a live campaign, cancelling a paid-out one)."""
 
     code = "transition-not-allowed"
-    status = 409
 
 
 class CampaignNotFound(CampaignError):
     """No campaign with this id, or one the caller may not see."""
 
     code = "campaign-not-found"
-    status = 404

@@ -24,8 +24,9 @@ from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from fundraising.config import ConfigError
 from fundraising.extensions import db
-from ledger import LedgerError, find_violations, run_in_transaction, trial_balance
+from ledger import find_violations, run_in_transaction, trial_balance
 from ledger.db import read_snapshot
+from ledger.errors import DomainError
 from ledger.money import Money
 
 
@@ -47,7 +48,7 @@ def main() -> None:
     except ConfigError as exc:
         click.echo(f"fundraising: configuration: {exc}", err=True)
         sys.exit(2)
-    except LedgerError as exc:
+    except DomainError as exc:
         click.echo(f"fundraising: {exc.message}", err=True)
         sys.exit(1)
 

@@ -1,6 +1,7 @@
 """Errors as RFC 9457 problem details (``application/problem+json``), in one place.
 
-Domain errors from ``ledger`` (and later ``campaigns``) map to an HTTP status by class; HTTP
+Domain errors (``ledger``, ``campaigns`` and the application's own, all ``DomainError``) map to
+an HTTP status by class; HTTP
 errors keep theirs. Pages outside the API get an HTML error page instead. A 500 is always a bug:
 it is logged with its traceback and the client sees no detail.
 """
@@ -14,15 +15,15 @@ from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import HTTPException
 
-from campaigns.errors import CampaignError
-from fundraising.errors import FundraisingError
+from campaigns import errors as campaign_errors
+from fundraising import errors as app_errors
 from ledger import errors as ledger_errors
 
 PROBLEM_MIMETYPE = "application/problem+json"
 
 #: Status for each domain error class; the nearest class in the MRO wins.
 STATUS_BY_ERROR: dict[type[Exception], int] = {
-    ledger_errors.LedgerError: 422,
+    ledger_errors.DomainError: 422,
     ledger_errors.InvalidEntry: 422,
     ledger_errors.InvalidResolution: 422,
     ledger_errors.AccountNotFound: 404,
@@ -34,6 +35,17 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     ledger_errors.IdempotencyConflict: 409,
     ledger_errors.AlreadyResolved: 409,
     ledger_errors.AlreadyReversed: 409,
+    campaign_errors.InvalidCampaign: 422,
+    campaign_errors.TransitionNotAllowed: 409,
+    campaign_errors.CampaignNotFound: 404,
+    app_errors.InvalidInput: 422,
+    app_errors.EmailTaken: 409,
+    app_errors.InvalidCredentials: 401,
+    app_errors.EmailNotConfirmed: 403,
+    app_errors.InvalidLink: 400,
+    app_errors.NotFound: 404,
+    app_errors.Forbidden: 403,
+    app_errors.IdempotencyKeyReused: 409,
 }
 
 
@@ -66,8 +78,6 @@ TITLES = {
 
 
 def status_for(exc: Exception) -> int:
-    if isinstance(exc, FundraisingError | CampaignError):
-        return exc.status
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]
@@ -98,7 +108,7 @@ def _wants_problem() -> bool:
     return request.path.startswith("/api/")
 
 
-DomainError = ledger_errors.LedgerError | FundraisingError | CampaignError
+DomainError = ledger_errors.DomainError
 
 
 def domain_problem(exc: DomainError) -> Response:
@@ -155,9 +165,7 @@ def _headers(exc: HTTPException) -> dict[str, str] | None:
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ledger_errors.LedgerError)
-    @app.errorhandler(FundraisingError)
-    @app.errorhandler(CampaignError)
+    @app.errorhandler(ledger_errors.DomainError)
     def _domain(exc: DomainError) -> Any:
         if _wants_problem():
             return domain_problem(exc)

@@ -9,11 +9,13 @@ reported violation.
 from __future__ import annotations
 
 
-class LedgerError(Exception):
-    """Base class of every error raised by the ledger."""
+class DomainError(Exception):
+    """Base of every error a rule of the engine raises on purpose, in the ledger, the campaign
+    rules or the application: a stable code, the request field it is about, a message. The web
+    layer maps each class to an HTTP status in one place."""
 
     #: Stable, machine-readable slug used in problem+json ``type`` URIs.
-    code = "ledger-error"
+    code = "error"
     #: Field of the request this error is about, when there is one.
     field: str | None = None
 
@@ -22,6 +24,12 @@ class LedgerError(Exception):
         self.message = message
         if field is not None:
             self.field = field
+
+
+class LedgerError(DomainError):
+    """Base class of every error raised by the ledger."""
+
+    code = "ledger-error"
 
 
 class InvalidEntry(LedgerError):

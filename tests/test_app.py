@@ -206,12 +206,13 @@ def test_domain_errors_become_problem_json_with_the_field(api_app):
 def test_every_domain_error_has_a_title_in_both_languages(api_app):
     from campaigns import errors as campaign_errors
     from fundraising import errors as app_errors
-    from fundraising.problems import TITLES
+    from fundraising.problems import STATUS_BY_ERROR, TITLES
     from ledger import errors as ledger_errors
 
-    leaves = {cls.code for module in (campaign_errors, app_errors, ledger_errors) for cls in vars(module).values()
-              if isinstance(cls, type) and issubclass(cls, Exception) and cls.__subclasses__() == []}
-    assert leaves <= set(TITLES)
+    leaf_classes = {cls for module in (campaign_errors, app_errors, ledger_errors) for cls in vars(module).values()
+                    if isinstance(cls, type) and issubclass(cls, Exception) and cls.__subclasses__() == []}
+    assert {cls.code for cls in leaf_classes} <= set(TITLES)
+    assert leaf_classes <= set(STATUS_BY_ERROR)  # every error has a status chosen on purpose
     with api_app.test_request_context(headers={"Accept-Language": "en"}):
         english = {code: str(title) for code, title in TITLES.items()}
     with api_app.test_request_context(headers={"Accept-Language": "fr"}):
