@@ -89,8 +89,8 @@ def campaign(campaign_id: int) -> str:
 
 
 def _round_funds() -> list[dict[str, object]]:
-    """Funds that belong to no campaign (round-up pools), with what came in and went out."""
-    rows = [r for r in trial_balance(db.session) if r.code in PUBLIC_CODES and ":campaign:" not in r.key]
+    """Round-up pools, with what came in and went out (their postings only, not the whole books)."""
+    rows = [r for r in trial_balance(db.session, owner_type="round") if r.code in PUBLIC_CODES]
     funds = [
         {"key": r.key, "name": r.name, "currency": r.currency, "collected": r.credits, "spent": r.debits,
          "held": r.credits - r.debits}

@@ -177,8 +177,11 @@ def _negative_balances(session: Session) -> Iterator[str]:
             yield f"account {key} may not go negative but is at {available}"
 
 
-def trial_balance(session: Session, at: date | None = None) -> list[TrialBalanceRow]:
-    """Debits and credits per account from posted entries effective on or before ``at``."""
+def trial_balance(
+    session: Session, at: date | None = None, *, owner_type: str | None = None
+) -> list[TrialBalanceRow]:
+    """Debits and credits per account from posted entries effective on or before ``at``;
+    with ``owner_type``, only the accounts owned by that kind of owner (e.g. ``round``)."""
     debit = func.coalesce(func.sum(Posting.amount).filter(Posting.amount > 0), 0)
     credit = func.coalesce(-func.sum(Posting.amount).filter(Posting.amount < 0), 0)
     query = (
@@ -191,6 +194,8 @@ def trial_balance(session: Session, at: date | None = None) -> list[TrialBalance
     )
     if at is not None:
         query = query.where(Entry.effective_on <= at)
+    if owner_type is not None:
+        query = query.where(Account.owner_type == owner_type)
     return [
         TrialBalanceRow(account_id=r[0], key=r[1], code=r[2], name=r[3], type=r[4], currency=r[5],
                         debits=int(r[6]), credits=int(r[7]))

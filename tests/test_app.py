@@ -153,12 +153,13 @@ def test_demo_reset_rebuilds_the_same_books(own_demo_app):
 # --------------------------------------------------------------------------- pages
 
 
-def test_home_page_shows_the_funds_with_progress_bars(demo_app):
+def test_home_page_shows_live_campaigns_with_progress_and_the_round_pool(demo_app):
     page = demo_app.test_client().get("/")
     html = page.get_data(as_text=True)
     assert page.status_code == 200
     assert "La Cagette" in html and 'class="bar"' in html
-    assert "\u00a0EUR" in html  # French amount format
+    assert "collectés sur 1\u202f500,00\u00a0EUR" in html  # goal, French amount format
+    assert "Cagnotte des arrondis, tour 1" in html and "4673:campaign" not in html
 
 
 def test_fund_statement_ties_to_the_balance(demo_app):
