@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter, Map
 
 from fundraising.config import ConfigError, from_environment
 from fundraising.extensions import db, migrate
@@ -18,11 +19,23 @@ from ledger.db import configure_engine, engine_options
 __all__ = ["ConfigError", "create_app"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MAX_ID = 2**63 - 1
+
+
+class IdConverter(IntegerConverter):
+    """Integers in routes are database ids, from 1 to the largest 64-bit id: any other number
+    is simply not found (404), never a query the database cannot run."""
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min", 1)
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
 
 
 def create_app(overrides: dict[str, Any] | None = None, *, instance_path: str | None = None) -> Flask:
     """Build the application from the environment; ``overrides`` win over it (tests)."""
     app = Flask(__name__, instance_relative_config=True, instance_path=instance_path)
+    app.url_map.converters["int"] = IdConverter  # before any route is added
     app.config.update(from_environment(Path(app.instance_path)))
     if overrides:
         app.config.update(overrides)

@@ -292,3 +292,11 @@ def test_cursor_pages_walk_everything_once(app, person):
         assert sorted(seen) == sorted(f"p{n}@example.org" for n in range(7))
         with pytest.raises(Exception, match="cursor"):
             page(db.session, select(User), User.id, 3, "bm90LWpzb24")
+
+
+@pytest.mark.parametrize("token_id", ["0", "36893488147419103232", "-1"])
+def test_ids_outside_what_the_database_stores_are_not_found(app, person, token_id):
+    person("ana@example.org")
+    client = app.test_client()
+    response = client.delete(f"{API_PREFIX}/tokens/{token_id}", headers=bearer(token_for(client, "ana@example.org")))
+    assert response.status_code == 404 and response.mimetype == "application/problem+json"
