@@ -26,7 +26,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from itertools import chain, groupby
 from operator import attrgetter
@@ -149,11 +149,6 @@ def _stream(session: Session, date_from: date | None, date_to: date | None) -> I
         yield from map(_PostingRow._make, result)
 
 
-def _utc(moment: datetime) -> datetime:
-    """SQLite hands timestamps back naive; the engine writes them in UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 # --------------------------------------------------------------------------- CSV
 
 
@@ -176,7 +171,7 @@ def _csv_row(row: _PostingRow) -> tuple[object, ...]:
     side = format_minor(abs(row.amount), row.currency)
     debit, credit = (side, "") if row.amount > 0 else ("", side)
     return (
-        row.entry_id, row.effective_on.isoformat(), _utc(row.created_at).isoformat(), row.phase, row.kind,
+        row.entry_id, row.effective_on.isoformat(), row.created_at.isoformat(), row.phase, row.kind,
         row.memo, row.ref_type or "", row.ref_id or "", row.reverses_id or "", row.pending_id or "",
         row.posting_id, row.account_code, row.account_key, row.account_name, row.currency, debit, credit,
         row.amount,
@@ -278,7 +273,7 @@ def _load_accounts(session: Session, date_from: date | None, date_to: date | Non
     names = unique_names((account_id, beancount_name(type_, code, key)) for account_id, key, code, type_, *_ in rows)
     return {
         account_id: _BeanAccount(
-            name=names[account_id], currency=currency, open_on=min(_utc(opened_at).date(), first_on),
+            name=names[account_id], currency=currency, open_on=min(opened_at.date(), first_on),
             opening=int(opening), closing=int(closing),
         )
         for account_id, _key, _code, _type, currency, opened_at, first_on, opening, closing in rows
