@@ -29,3 +29,60 @@ class CampaignNotFound(CampaignError):
     """No campaign with this id, or one the caller may not see."""
 
     code = "campaign-not-found"
+
+
+class CampaignClosed(CampaignError):
+    """A contribution to a campaign that is not live (draft, ended, cancelled) or past its deadline."""
+
+    code = "campaign-closed"
+
+
+class InvalidContribution(CampaignError):
+    """A contribution's terms are wrong: amount out of bounds, another currency than the
+    campaign's, unknown payment method, a reward of another campaign or above the amount."""
+
+    code = "invalid-contribution"
+
+
+class InvalidReward(CampaignError):
+    """A reward tier's terms are wrong, or its counterpart breaks the "valeur modique" rule of a
+    tax-deductible campaign."""
+
+    code = "invalid-reward"
+
+
+class RewardSoldOut(CampaignError):
+    """Every unit of this reward is taken."""
+
+    code = "reward-sold-out"
+
+
+class ContributionNotFound(CampaignError):
+    """No contribution with this id, or one the caller may not see."""
+
+    code = "contribution-not-found"
+
+
+class ContributionStateError(CampaignError):
+    """The step does not apply to the contribution as it stands (confirming a paid one,
+    refunding more than was paid, cancelling a card payment)."""
+
+    code = "contribution-state"
+
+
+class PaymentUnavailable(CampaignError):
+    """Card payment is not configured on this platform: the offline methods remain."""
+
+    code = "payment-unavailable"
+
+
+class PaymentFailed(CampaignError):
+    """The payment processor refused or could not be reached; nothing was recorded."""
+
+    code = "payment-failed"
+
+
+class NothingToPayOut(CampaignError):
+    """A payout when the campaign's fund holds nothing, or before the campaign succeeded."""
+
+    code = "nothing-to-pay-out"

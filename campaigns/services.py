@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from campaigns.errors import CampaignNotFound, InvalidCampaign
 from campaigns.lifecycle import EDITABLE, Actor, next_status
-from campaigns.models import Campaign, CampaignTransition, FundingModel, Kind, Status
+from campaigns.models import Campaign, CampaignTransition, Contribution, FundingModel, Kind, Status
+from campaigns.models import ContributionStatus as S
 from ledger import POSTED_PHASES, Entry, Posting, open_account
 from ledger.chart import chart_account
 from ledger.money import MAX_AMOUNT, is_currency
@@ -34,15 +35,29 @@ EDITABLE_FIELDS = ("title", "summary", "story", "image_url", "goal", "currency",
 
 @dataclass(frozen=True, slots=True)
 class Progress:
+    """Where a campaign stands. ``raised`` is gross money received (before fees, less refunds
+    and disputes), from the ledger; ``pledged`` is saved cards of an all-or-nothing campaign
+    waiting to be charged. The goal counts both."""
+
     campaign_id: int
     raised: int
     goal: int
     currency: str
+    pledged: int = 0
+    contributors: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.raised + self.pledged
 
     @property
     def percent(self) -> int:
         """Whole percent of the goal reached, floored, capped at 999 for display."""
-        return min(999, self.raised * 100 // self.goal) if self.goal else 0
+        return min(999, self.total * 100 // self.goal) if self.goal else 0
+
+    @property
+    def reached(self) -> bool:
+        return self.total >= self.goal
 
 
 def utcnow() -> datetime:
@@ -69,6 +84,9 @@ def _validate(terms: dict[str, Any], now: datetime) -> None:
     deadline = terms.get("deadline_at")
     if not isinstance(deadline, datetime) or _aware(deadline) <= now:
         raise InvalidCampaign("deadline_at is a moment in the future", field="deadline_at")
+    if terms.get("tax_deductible") and terms.get("kind") != Kind.DONATION:
+        raise InvalidCampaign("only gifts are tax-deductible: a pre-sale, loan or investment is not",
+                              field="tax_deductible")
     if not 1 <= len((terms.get("org_name") or "").strip()) <= 200:
         raise InvalidCampaign("the organisation's name is required", field="org_name")
     identifier = terms.get("org_identifier")
@@ -142,6 +160,9 @@ def _open_fund(session: Session, campaign: Campaign, now: datetime) -> Any:
         session, key=f"{FUND_CODE}:campaign:{campaign.id}", code=FUND_CODE,
         name=f"{chart.name_fr} : {campaign.title}"[:200], type=chart.type, currency=campaign.currency,
         owner_type="campaign", owner_id=campaign.id, balance_shards=FUND_SHARDS, now=now,
+        # A dispute can arrive after the payout: the holder then owes the platform, shown as a
+        # negative fund. Payouts and refunds check the balance themselves.
+        allow_negative=True,
     )
 
 
@@ -168,8 +189,24 @@ def progress(session: Session, campaigns: Iterable[Campaign]) -> dict[int, Progr
             .group_by(Posting.account_id)
         )
         raised = {account_id: -int(total) for account_id, total in rows}
+    pledged: dict[int, int] = {}
+    people: dict[int, int] = {}
+    ids = [c.id for c in everything]
+    if ids:
+        rows = session.execute(
+            select(Contribution.campaign_id, func.coalesce(func.sum(Contribution.amount).filter(
+                Contribution.status.in_([S.PLEDGED.value, S.REQUIRES_ACTION.value])), 0),
+                   func.count(func.distinct(Contribution.contributor_id)))
+            .where(Contribution.campaign_id.in_(ids),
+                   Contribution.status.in_([S.PAID.value, S.PLEDGED.value, S.REQUIRES_ACTION.value,
+                                            S.DISPUTED.value]))
+            .group_by(Contribution.campaign_id)
+        )
+        for campaign_id, pledge_total, count in rows:
+            pledged[campaign_id], people[campaign_id] = int(pledge_total), int(count)
     return {
-        c.id: Progress(c.id, raised.get(c.fund_account_id, 0) if c.fund_account_id else 0, c.goal, c.currency)
+        c.id: Progress(c.id, raised.get(c.fund_account_id, 0) if c.fund_account_id else 0, c.goal, c.currency,
+                       pledged.get(c.id, 0), people.get(c.id, 0))
         for c in everything
     }
 

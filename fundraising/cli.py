@@ -261,6 +261,8 @@ def shops_create(name: str, manager_email: str) -> None:
 def register(app: Flask) -> None:
     from fundraising.demo import demo_command
     from fundraising.jobs import jobs_group
+    from fundraising.settle import campaigns_group
 
-    for command in (ledger_group, export_command, demo_command, users_group, shops_group, jobs_group):
+    for command in (ledger_group, export_command, demo_command, users_group, shops_group, jobs_group,
+                    campaigns_group):
         app.cli.add_command(command)

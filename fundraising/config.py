@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from campaigns.policy import DEFAULT_VALEUR_MODIQUE_CEILINGS
 from ledger.db import normalize_url
 from ledger.money import is_currency
 
@@ -65,6 +66,42 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name} must be 1 or 0, got {raw!r}")
 
 
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}, got {raw!r}")
+    return int(raw)
+
+
+def _ceilings(env: Mapping[str, str]) -> dict[int, int]:
+    """``VALEUR_MODIQUE_CEILINGS="2025:7300,2026:7300"``: the counterpart ceiling per tax year."""
+    raw = (env.get("VALEUR_MODIQUE_CEILINGS") or "").strip()
+    if not raw:
+        return dict(DEFAULT_VALEUR_MODIQUE_CEILINGS)
+    ceilings = {}
+    for item in raw.split(","):
+        year, _, cents = item.strip().partition(":")
+        if not (year.isdigit() and len(year) == 4 and cents.isdigit()):
+            raise ConfigError(f"VALEUR_MODIQUE_CEILINGS is YEAR:CENTS,YEAR:CENTS (e.g. 2026:7300), got {raw!r}")
+        ceilings[int(year)] = int(cents)
+    return ceilings
+
+
+def _stripe(env: Mapping[str, str]) -> dict[str, Any]:
+    key, webhook = env.get("STRIPE_SECRET_KEY") or None, env.get("STRIPE_WEBHOOK_SECRET") or None
+    if key and not key.startswith(("sk_", "rk_")):
+        raise ConfigError("STRIPE_SECRET_KEY must be a secret key (sk_...) or restricted key (rk_...)")
+    if key and not webhook:
+        raise ConfigError("STRIPE_WEBHOOK_SECRET is needed with STRIPE_SECRET_KEY: card payments are confirmed "
+                          "by signed webhooks")
+    base = env.get("STRIPE_API_BASE") or None
+    if base and not base.startswith(("http://", "https://")):
+        raise ConfigError(f"STRIPE_API_BASE must be an http(s) URL, got {base!r}")
+    return {"STRIPE_SECRET_KEY": key, "STRIPE_WEBHOOK_SECRET": webhook, "STRIPE_API_BASE": base}
+
+
 def load_config(env: Mapping[str, str], instance_path: Path) -> dict[str, Any]:
     """Build the Flask configuration from environment variables."""
     instance_path.mkdir(parents=True, exist_ok=True)
@@ -76,9 +113,18 @@ def load_config(env: Mapping[str, str], instance_path: Path) -> dict[str, Any]:
         "SECRET_KEY": _secret_key(env, instance_path),
         "SQLALCHEMY_DATABASE_URI": database_url,
         "PLATFORM_CURRENCY": currency,
-        "STRIPE_SECRET_KEY": env.get("STRIPE_SECRET_KEY") or None,
-        "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET") or None,
-        "STRIPE_API_BASE": env.get("STRIPE_API_BASE") or None,
+        **_stripe(env),
+        "PUBLIC_URL": (env.get("PUBLIC_URL") or "").rstrip("/") or None,
+        "PLATFORM_FEE_BPS": _int(env, "PLATFORM_FEE_BPS", 0, 0, 5_000),
+        "PLEDGE_GRACE_DAYS": _int(env, "PLEDGE_GRACE_DAYS", 7, 0, 60),
+        "MIN_CONTRIBUTION": _int(env, "MIN_CONTRIBUTION", 100, 1, 10**12),
+        "MAX_CONTRIBUTION": _int(env, "MAX_CONTRIBUTION", 100_000_000, 1, 10**15),
+        "MAX_CASH_CONTRIBUTION": _int(env, "MAX_CASH_CONTRIBUTION", 100_000, 1, 10**15),
+        "VALEUR_MODIQUE_CEILINGS": _ceilings(env),
+        "BANK_ACCOUNT_HOLDER": env.get("BANK_ACCOUNT_HOLDER") or "",
+        "BANK_IBAN": env.get("BANK_IBAN") or "",
+        "CHEQUE_PAYEE": env.get("CHEQUE_PAYEE") or "",
+        "CHEQUE_ADDRESS": env.get("CHEQUE_ADDRESS") or "",
         "REDIS_URL": env.get("REDIS_URL") or None,
         "MAIL_SERVER": env.get("MAIL_SERVER") or None,
         "MAIL_PORT": _port(env),

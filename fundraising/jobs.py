@@ -404,5 +404,24 @@ def worker_command(burst: bool, simple: bool) -> None:
     worker.work(burst=burst, with_scheduler=True)
 
 
+@click.command("scheduler")
+@click.option("--interval", type=click.IntRange(10, 86_400), default=900, show_default=True,
+              help="Seconds between two settlement runs.")
+@with_appcontext
+def scheduler_command(interval: int) -> None:
+    """Enqueue the periodic jobs (settlement of campaigns past their deadline) for the worker."""
+    from rq.cron import CronScheduler
+
+    from fundraising.settle import settle_job
+
+    queue = _state(current_app._get_current_object()).queue  # type: ignore[attr-defined]
+    if queue is None:
+        raise click.UsageError("REDIS_URL is not set: run `fundraising campaigns settle` from cron instead")
+    scheduler = CronScheduler(connection=queue.connection, name="fundraising")
+    scheduler.register(settle_job, queue.name, interval=interval, name="settle")
+    scheduler.start()
+
+
 jobs_group = AppGroup("jobs", help="Background jobs.")
 jobs_group.add_command(worker_command)
+jobs_group.add_command(scheduler_command)

@@ -36,6 +36,8 @@ CHART: dict[str, ChartAccount] = {
         ChartAccount("4673", "Fonds collectés pour les projets", "Funds collected for projects",
                      AccountType.LIABILITY),
         ChartAccount("4674", "Prêteurs : sommes dues", "Lenders: amounts due", AccountType.LIABILITY),
+        ChartAccount("4676", "Contributeurs : remboursements à verser", "Contributors: refunds to pay",
+                     AccountType.LIABILITY),
         ChartAccount("511", "Chèques à encaisser", "Cheques to cash", AccountType.ASSET),
         ChartAccount("512", "Banque", "Bank", AccountType.ASSET),
         ChartAccount("530", "Caisse", "Cash", AccountType.ASSET),
