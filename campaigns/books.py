@@ -62,6 +62,12 @@ REFUNDED_FROM = {PaymentMethod.TRANSFER: BANK, PaymentMethod.CHEQUE: BANK, Payme
                  PaymentMethod.CARD: PROCESSOR}
 
 
+#: Platform accounts that may show less than zero: the processor's balance (a refund or a dispute
+#: can exceed what it holds; the processor then debits the bank), and the bank and the cash box,
+#: whose money the engine's books need not hold in full (opening balances, transfers between them).
+MAY_GO_NEGATIVE = frozenset({PROCESSOR, BANK, CASH})
+
+
 def platform_account(session: Session, code: str, currency: str) -> int:
     """The platform's own account for ``code`` in ``currency`` (one per currency), opened on
     first use. Concurrent first uses open it once."""
@@ -73,7 +79,7 @@ def platform_account(session: Session, code: str, currency: str) -> int:
     try:
         with session.begin_nested():
             return open_account(session, key=key, code=code, name=chart.name_fr, type=chart.type,
-                                currency=currency).id
+                                currency=currency, allow_negative=code in MAY_GO_NEGATIVE).id
     except IntegrityError:
         return session.scalar(select(Account.id).where(Account.key == key))
 

@@ -212,7 +212,7 @@ class Contribution(Base):
     paid_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     confirmed_by_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id"))
 
-    reward: Mapped[RewardTier | None] = relationship(lazy="joined")
+    reward: Mapped[RewardTier | None] = relationship(lazy="select")
 
 
 class Payout(Base):

@@ -119,6 +119,10 @@ def _id(value: Any) -> str | None:
     return value["id"]
 
 
+def _plain(obj: Any) -> Any:
+    return obj.to_dict() if hasattr(obj, "to_dict") else obj
+
+
 class StripeGateway:
     """The gateway over Stripe's API, with the official client."""
 
@@ -154,8 +158,8 @@ class StripeGateway:
             params["currency"] = currency.lower()
             params["setup_intent_data"] = {"metadata": metadata}
         session = self._call(self.client.v1.checkout.sessions.create, params,
-                             {"idempotency_key": f"checkout-{reference}-{expires_at}"})
-        return Checkout(session.id, session.url)
+                             {"idempotency_key": f"checkout-{reference}-{mode}-{expires_at}"})
+        return Checkout(session["id"], session["url"])
 
     def checkout(self, checkout_id: str) -> CheckoutState:
         session = self._call(self.client.v1.checkout.sessions.retrieve, checkout_id,
@@ -164,7 +168,7 @@ class StripeGateway:
         payment_method = _id(setup.get("payment_method")) if isinstance(setup, Mapping) else None
         customer = _id(session.get("customer")) or (_id(setup.get("customer")) if isinstance(setup, Mapping) else None)
         return CheckoutState(
-            id=session.id, mode=session.mode, status=session.status,
+            id=session["id"], mode=session["mode"], status=session["status"],
             reference=_reference(session.get("metadata")),
             payment_intent_id=_id(session.get("payment_intent")), customer_id=customer,
             payment_method_id=payment_method,
@@ -192,15 +196,15 @@ class StripeGateway:
                   "payment_method": payment_method_id, "off_session": True, "confirm": True,
                   "metadata": {"contribution": reference}}
         try:
-            intent = self.client.v1.payment_intents.create(params, {"idempotency_key": key})
+            intent = _plain(self.client.v1.payment_intents.create(params, {"idempotency_key": key}))
         except stripe.CardError as error:
-            intent = error.error.payment_intent if error.error else None
+            intent = _plain(error.error.payment_intent) if error.error else None
             if intent is None:
                 raise PaymentFailed(error.user_message or "the card was refused", field="payment_method") from None
             return self._payment(intent, error)
         except stripe.StripeError as error:
             raise PaymentFailed(f"the payment processor did not answer: {error.user_message or error}") from None
-        return self.payment(intent.id) if intent.status == "succeeded" else self._payment(intent)
+        return self.payment(intent["id"]) if intent["status"] == "succeeded" else self._payment(intent)
 
     def payment(self, payment_intent_id: str) -> Payment:
         intent = self._call(self.client.v1.payment_intents.retrieve, payment_intent_id,
@@ -214,11 +218,11 @@ class StripeGateway:
                             {"payment_intent": payment_intent_id, "amount": amount,
                              "metadata": {"contribution": reference}},
                             {"idempotency_key": key})
-        return Refund(refund.id, int(refund.amount), refund.status, _id(refund.get("payment_intent")))
+        return Refund(refund["id"], int(refund["amount"]), refund["status"], _id(refund.get("payment_intent")))
 
     def refunds(self, payment_intent_id: str) -> list[Refund]:
         listed = self._call(self.client.v1.refunds.list, {"payment_intent": payment_intent_id, "limit": 100})
-        return [Refund(r.id, int(r.amount), r.status, _id(r.get("payment_intent"))) for r in listed.data]
+        return [Refund(r["id"], int(r["amount"]), r["status"], _id(r.get("payment_intent"))) for r in listed["data"]]
 
     def dispute(self, dispute_id: str) -> Dispute:
         dispute = self._call(self.client.v1.disputes.retrieve, dispute_id)
@@ -226,7 +230,7 @@ class StripeGateway:
         withdrawn = sum(-int(t["amount"]) for t in moves if int(t["amount"]) < 0)
         reinstated = sum(int(t["amount"]) for t in moves if int(t["amount"]) > 0)
         fee = sum(int(t.get("fee") or 0) for t in moves)
-        return Dispute(dispute.id, _id(dispute.get("payment_intent")), int(dispute.amount), dispute.status,
+        return Dispute(dispute["id"], _id(dispute.get("payment_intent")), int(dispute["amount"]), dispute["status"],
                        withdrawn, fee, reinstated)
 
     # -- payouts through Connect
@@ -237,7 +241,7 @@ class StripeGateway:
                                "transfer_group": f"campaign-{campaign_id}",
                                "metadata": {"campaign_id": str(campaign_id)}},
                               {"idempotency_key": key})
-        return str(transfer.id)
+        return str(transfer["id"])
 
     # -- webhooks
 
@@ -250,13 +254,14 @@ class StripeGateway:
             event = stripe.Webhook.construct_event(payload, signature, self.webhook_secret, tolerance=self.TOLERANCE)
         except (stripe.SignatureVerificationError, ValueError) as error:
             raise InvalidSignature(str(error)) from None
-        return event.to_dict()
+        return _plain(event)
 
     # -- plumbing
 
     @staticmethod
-    def _call(method: Any, *args: Any) -> Any:
+    def _call(method: Any, *args: Any) -> dict[str, Any]:
+        """Call the client; the answer as plain dicts (the client's objects are not mappings)."""
         try:
-            return method(*args)
+            return _plain(method(*args))
         except stripe.StripeError as error:
             raise PaymentFailed(f"the payment processor refused: {error.user_message or error}") from None

@@ -13,7 +13,14 @@ from sqlalchemy import select
 
 from campaigns import contributions, processor_events
 from campaigns.errors import ContributionNotFound, ContributionStateError, PaymentFailed, PaymentUnavailable
-from campaigns.models import OFFLINE_METHODS, Contribution, ContributionStatus, FulfilmentStatus, PaymentMethod
+from campaigns.models import (
+    OFFLINE_METHODS,
+    Contribution,
+    ContributionStatus,
+    FulfilmentStatus,
+    PaymentMethod,
+    Status,
+)
 from campaigns.payments import InvalidSignature
 from campaigns.services import get_campaign
 from fundraising import payments
@@ -147,7 +154,8 @@ def contribute(data: dict[str, Any], campaign_id: int) -> dict[str, Any]:
     (all-or-nothing: to save the card, charged if the goal is reached). ``transfer``, ``cheque``,
     ``cash``: the contribution waits for the treasurer's confirmation; ``instructions`` say how
     to pay. Send an ``Idempotency-Key``: a retry then returns the same contribution."""
-    visible_campaign(campaign_id)
+    if Status(get_campaign(db.session, campaign_id).status) != Status.CANCELLED:
+        visible_campaign(campaign_id)  # drafts stay hidden; ended campaigns answer "closed"
     user = _user()
     c, checkout_url = contributions.contribute(
         db.session, campaign_id=campaign_id, contributor_id=user.id, contributor_email=user.email,
