@@ -60,6 +60,16 @@ RULES: dict[str, Rule] = {
     "web.fund_statement": PUBLIC,
     "web.campaign": PUBLIC,
     "web.set_language": PUBLIC,
+    # giving and following (object checks in the views: someone else's contribution is a 404)
+    "contribute.browse": PUBLIC,
+    "contribute.statement": PUBLIC,
+    "contribute.give": PEOPLE,
+    "contribute.detail": PEOPLE,
+    "contribute.thanks": PEOPLE,
+    "contribute.pay": PEOPLE,
+    "contribute.cancel": PEOPLE,
+    "contribute.mine": PEOPLE,
+    "contribute.follow": PEOPLE,
     # people
     "auth.sign_up": PUBLIC,
     "auth.sign_in": PUBLIC,

@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response
 from campaigns.lifecycle import PUBLIC
 from campaigns.models import Campaign, Status
 from campaigns.services import progress, public_campaigns
+from fundraising import contribute
 from fundraising.extensions import db
 from fundraising.i18n import LOCALES
 from ledger import POSTED_PHASES, Account, Entry, Posting, get_balance, trial_balance
@@ -79,13 +80,12 @@ def home() -> str:
 
 @bp.get("/campagnes/<int:campaign_id>")
 def campaign(campaign_id: int) -> str:
-    """A campaign's page: its progress, and its public statement of funds in and out."""
+    """A campaign's page: progress, rewards, backers and news; its accounts have a page of their
+    own (``contribute.statement``)."""
     found = db.session.get(Campaign, campaign_id)
     if found is None or Status(found.status) not in PUBLIC:
         abort(404)
-    lines, balance = _statement(found.fund_account_id) if found.fund_account_id else ([], None)
-    return render_template("campaign.html", campaign=found, progress=progress(db.session, [found])[found.id],
-                           lines=lines, balance=balance, limit=STATEMENT_LIMIT)
+    return render_template("campaign.html", **contribute.campaign_context(found))
 
 
 def _round_funds() -> list[dict[str, object]]:
