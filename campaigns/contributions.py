@@ -44,7 +44,7 @@ from campaigns.models import (
     RewardTier,
     Status,
 )
-from campaigns.payments import CheckoutState, Dispute, Gateway, Payment, Refund
+from campaigns.payments import Checkout, CheckoutState, Dispute, Gateway, Payment, Refund
 from campaigns.policy import Policy
 from campaigns.services import get_campaign
 from ledger import Entry, get_balance, post_entry, post_pending, reverse_entry, void_pending
@@ -170,18 +170,21 @@ def contribute(session: Session, *, campaign_id: int, contributor_id: int, contr
                public_name: str | None = None, anonymous: bool = False, message: str = "",
                shipping_address: str = "", wants_updates: bool = True, gateway: Gateway | None = None,
                urls: CheckoutUrls | None = None, locale: str = "fr", now: datetime | None = None,
+               checkout: Checkout | None = None, reference: str | None = None,
                ) -> tuple[Contribution, str | None]:
     """Record a contribution; returns it and, for a card, the processor's page to pay on.
 
     Offline methods (transfer, cheque, cash) make a pending entry awaiting the treasurer's
-    confirmation. A card starts a hosted payment (keep-it-all) or card saving (all-or-nothing).
+    confirmation. A card pays on the processor's hosted page (keep-it-all) or saves the card
+    there (all-or-nothing): ``checkout`` and ``reference`` come from :func:`start_card_payment`,
+    called before the transaction.
     """
     now = now or utcnow()
     campaign = get_campaign(session, campaign_id)
     currency = campaign.currency if currency is None else currency
     _validate(campaign, amount, currency, payment_method, policy, now)
     method = PaymentMethod(payment_method)
-    if method == PaymentMethod.CARD and (gateway is None or urls is None):
+    if method == PaymentMethod.CARD and checkout is None and (gateway is None or urls is None):
         raise PaymentUnavailable("card payment is not available here; give by transfer, cheque or cash",
                                  field="payment_method")
     public_name = (public_name or "").strip() or None
@@ -203,20 +206,14 @@ def contribute(session: Session, *, campaign_id: int, contributor_id: int, contr
     if len(shipping_address or "") > 500:
         raise InvalidContribution("an address has at most 500 characters", field="shipping_address")
 
-    reference = new_reference()
-    checkout = None
-    if method == PaymentMethod.CARD:
-        # The hosted page is created before any row is written or locked: the processor call
-        # holds no lock, and a page whose contribution is then rolled back names a reference
-        # that will never exist (its events are ignored and it expires unpaid).
+    if method == PaymentMethod.CARD and checkout is None:
+        # An in-process gateway (demonstration data) is called here; a real processor is called
+        # before the transaction opens (see start_card_payment) and its page passed in.
         assert gateway is not None and urls is not None
-        checkout = gateway.start_checkout(
-            mode="setup" if campaign.funding_model == FundingModel.ALL_OR_NOTHING else "payment",
-            reference=reference, amount=amount, currency=currency, title=campaign.title,
-            email=contributor_email, success_url=urls.success.replace("{reference}", reference),
-            cancel_url=urls.cancel, locale=locale,
-            expires_at=int((now + timedelta(hours=policy.checkout_hours)).timestamp()),
-        )
+        reference, checkout = start_card_payment(
+            gateway, CardTerms.of(campaign), amount=amount, email=contributor_email, urls=urls, locale=locale,
+            policy=policy, now=now)
+    reference = reference or new_reference()
     if reward is not None:
         _take_unit(session, reward.id)
     c = Contribution(
@@ -236,6 +233,36 @@ def contribute(session: Session, *, campaign_id: int, contributor_id: int, contr
             kind=f"gift.{method.value}", memo=f"{c.reference}: {method.value} awaited"), pending=True, now=now)
         c.pending_entry_id = entry.id
     return c, checkout.url if checkout else None
+
+
+@dataclass(frozen=True, slots=True)
+class CardTerms:
+    """What the processor's page needs to know of a campaign, read before the network call."""
+
+    campaign_id: int
+    title: str
+    currency: str
+    funding_model: str
+
+    @classmethod
+    def of(cls, campaign: Campaign) -> CardTerms:
+        return cls(campaign.id, campaign.title, campaign.currency, campaign.funding_model)
+
+
+def start_card_payment(gateway: Gateway, terms: CardTerms, *, amount: int, email: str, urls: CheckoutUrls,
+                       locale: str, policy: Policy, now: datetime | None = None) -> tuple[str, Checkout]:
+    """Open the processor's hosted page for a new contribution: to pay now (keep-it-all) or to
+    save the card (all-or-nothing). Called with no transaction open; returns the reference the
+    contribution will carry and the page. A page whose contribution is then refused names a
+    reference that never exists: its events are ignored and it expires unpaid."""
+    now = now or utcnow()
+    reference = new_reference()
+    checkout = gateway.start_checkout(
+        mode="setup" if terms.funding_model == FundingModel.ALL_OR_NOTHING else "payment",
+        reference=reference, amount=amount, currency=terms.currency, title=terms.title, email=email,
+        success_url=urls.success.replace("{reference}", reference), cancel_url=urls.cancel, locale=locale,
+        expires_at=int((now + timedelta(hours=policy.checkout_hours)).timestamp()))
+    return reference, checkout
 
 
 def _fund(campaign: Campaign) -> int:
@@ -414,12 +441,53 @@ def apply_payment(session: Session, payment: Payment, *, policy: Policy,
 # --------------------------------------------------------------------------- refunds and disputes
 
 
+@dataclass(frozen=True, slots=True)
+class CardRefundRequest:
+    """What to ask the processor for, read before the network call (see :func:`refund`)."""
+
+    contribution_id: int
+    payment_intent_id: str
+    amount: int
+    reference: str
+    key: str
+
+
+def card_refund_request(session: Session, contribution_id: int, amount: Any = None) -> CardRefundRequest | None:
+    """The processor refund a card contribution's refund needs, checked like :func:`refund`
+    checks it; None for a contribution that is not a paid card payment (the refund then says why)."""
+    c = get_contribution(session, contribution_id)
+    if c.payment_method != PaymentMethod.CARD or c.status != S.PAID or not c.stripe_payment_intent_id:
+        return None
+    remaining = c.paid_amount - c.refunded_amount
+    amount = remaining if amount is None else amount
+    if not _strict_int(amount) or not 0 < amount <= remaining:
+        raise InvalidContribution(f"a refund is between 1 and the {remaining} not yet refunded", field="amount")
+    return CardRefundRequest(c.id, c.stripe_payment_intent_id, amount, c.reference,
+                             key=f"contribution-{c.id}-refund-{c.refunded_amount}-{amount}")
+
+
+def ask_card_refund(gateway: Gateway, asked: CardRefundRequest) -> Refund:
+    """Ask the processor, with no transaction open; its idempotency key makes a retry (or a
+    concurrent twin of the same request) return the same refund."""
+    return gateway.refund(payment_intent_id=asked.payment_intent_id, amount=asked.amount, reference=asked.reference,
+                          key=asked.key)
+
+
 def refund(session: Session, contribution_id: int, *, actor_id: int | None, amount: Any = None,
-           gateway: Gateway | None = None, reason: str = "", now: datetime | None = None) -> Contribution:
-    """Give money back: through the processor for a card, by the treasurer's transfer or cash
-    otherwise (the entry records it as done). ``amount`` defaults to all that remains."""
+           gateway: Gateway | None = None, reason: str = "", now: datetime | None = None,
+           processor_refund: Refund | None = None) -> Contribution:
+    """Give money back: through the processor for a card (``processor_refund``, asked for before
+    the transaction with :func:`card_refund_request` and :func:`ask_card_refund`), by the
+    treasurer's transfer or cash otherwise (the entry records it as done). ``amount`` defaults
+    to all that remains."""
     now = now or utcnow()
     c = get_contribution(session, contribution_id, lock=True)
+    if processor_refund is not None:
+        # The processor already gave the money back: book it, once (a twin request may have).
+        if processor_refund.payment_intent_id not in (None, c.stripe_payment_intent_id):
+            raise ContributionStateError("this refund is not one of this contribution's payment", field="refund")
+        _book_card_refund(session, c, _fund(get_campaign(session, c.campaign_id)), processor_refund, now, reason)
+        return c
     if c.status not in (S.PAID, S.REFUND_DUE):
         raise ContributionStateError(f"a {c.status} contribution cannot be refunded", field="status")
     remaining = c.paid_amount - c.refunded_amount
@@ -436,9 +504,9 @@ def refund(session: Session, contribution_id: int, *, actor_id: int | None, amou
     if c.payment_method == PaymentMethod.CARD:
         if gateway is None or not c.stripe_payment_intent_id:
             raise PaymentUnavailable("card refunds need the payment processor", field="payment_method")
-        done = gateway.refund(payment_intent_id=c.stripe_payment_intent_id, amount=amount, reference=c.reference,
-                              key=f"contribution-{c.id}-refund-{c.refunded_amount}-{amount}")
-        _book_card_refund(session, c, fund, done, now, reason)
+        # An in-process gateway (demonstration data); a real processor is asked beforehand.
+        _book_card_refund(session, c, fund, ask_card_refund(gateway, card_refund_request(session, c.id, amount)),
+                          now, reason)
         return c
     available = get_balance(session, fund).posted_normal
     if available < amount:

@@ -11,6 +11,7 @@ a retry after a crash (charge made, booking lost) returns the same charge instea
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -158,7 +159,7 @@ class StripeGateway:
             params["currency"] = currency.lower()
             params["setup_intent_data"] = {"metadata": metadata}
         session = self._call(self.client.v1.checkout.sessions.create, params,
-                             {"idempotency_key": f"checkout-{reference}-{mode}-{expires_at}"})
+                             {"idempotency_key": f"checkout-{reference}-{uuid.uuid4().hex}"})
         return Checkout(session["id"], session["url"])
 
     def checkout(self, checkout_id: str) -> CheckoutState:

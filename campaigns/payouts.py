@@ -7,6 +7,7 @@ balance, never more: contributions still awaited stay for a later payout.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -30,22 +31,57 @@ def amount_due(session: Session, campaign_id: int) -> int:
     return max(0, get_balance(session, campaign.fund_account_id).available)
 
 
+@dataclass(frozen=True, slots=True)
+class TransferRequest:
+    """A Stripe Connect payout to ask for, read before the network call."""
+
+    campaign_id: int
+    amount: int
+    currency: str
+    destination: str
+    key: str
+
+
+def transfer_request(session: Session, campaign_id: int) -> TransferRequest | None:
+    """The Connect transfer a payout of this campaign needs; None when it is paid by bank transfer
+    (no connected account) or has nothing to pay (:func:`pay_out` then says why)."""
+    campaign = get_campaign(session, campaign_id)
+    amount = amount_due(session, campaign.id)
+    if not campaign.stripe_account_id or Status(campaign.status) not in PAYABLE or amount <= 0:
+        return None
+    count = session.scalar(select(func.count(Payout.id)).where(Payout.campaign_id == campaign.id)) or 0
+    return TransferRequest(campaign.id, amount, campaign.currency, campaign.stripe_account_id,
+                           key=f"payout-{campaign.id}-{count + 1}-{amount}")
+
+
+def ask_transfer(gateway: Gateway, asked: TransferRequest) -> tuple[str, int]:
+    """Ask the processor, with no transaction open; returns the transfer's id and amount."""
+    return gateway.transfer(amount=asked.amount, currency=asked.currency, destination=asked.destination,
+                            key=asked.key, campaign_id=asked.campaign_id), asked.amount
+
+
 def pay_out(session: Session, campaign_id: int, *, actor: Actor, actor_id: int | None, reference: str = "",
-            gateway: Gateway | None = None, now: datetime | None = None) -> Payout:
-    """Pay the fund's balance to the holder, record it, and mark the campaign paid out."""
+            transfer: tuple[str, int] | None = None, now: datetime | None = None) -> Payout:
+    """Pay the fund's balance to the holder, record it, and mark the campaign paid out: by bank
+    transfer (``reference``), or through Connect (``transfer``: id and amount, asked for before
+    the transaction with :func:`transfer_request` and :func:`ask_transfer`)."""
     now = now or datetime.now(UTC)
     campaign = get_campaign(session, campaign_id, lock=True)
     if Status(campaign.status) not in PAYABLE:
         raise NothingToPayOut(f"a {campaign.status} campaign is not paid out", field="status")
     amount = amount_due(session, campaign.id)
+    if transfer is not None:
+        found = session.scalar(select(Payout).where(Payout.campaign_id == campaign.id,
+                                                    Payout.reference == transfer[0]))
+        if found is not None:  # booked by a twin request
+            return found
+        amount = transfer[1]
     if amount <= 0:
         raise NothingToPayOut("the campaign's fund holds nothing to pay", field="amount")
     reference = (reference or "").strip()
     count = session.scalar(select(func.count(Payout.id)).where(Payout.campaign_id == campaign.id)) or 0
-    if campaign.stripe_account_id and gateway is not None:
-        method = "stripe"
-        reference = gateway.transfer(amount=amount, currency=campaign.currency, destination=campaign.stripe_account_id,
-                                     key=f"payout-{campaign.id}-{count + 1}", campaign_id=campaign.id)
+    if transfer is not None:
+        method, reference = "stripe", transfer[0]
     else:
         method = "transfer"
         if not 3 <= len(reference) <= 140:

@@ -28,9 +28,9 @@ class Policy:
     #: Days a backer has, after an all-or-nothing campaign succeeds, to confirm a charge the bank
     #: refused off-session; past them the pledge is released.
     pledge_grace_days: int = 7
-    #: Hours a card payment page stays valid before the contribution is given up (the processor
-    #: accepts at most 24).
-    checkout_hours: int = 23
+    #: Hours a card payment page stays valid before the contribution is given up and its reward
+    #: unit returns to the stock (the processor accepts from half an hour to 24).
+    checkout_hours: int = 1
     #: The counterpart of a tax-deductible gift is worth at most this fraction of it.
     valeur_modique_ratio: tuple[int, int] = (1, 4)
     valeur_modique_ceilings: Mapping[int, int] = field(default_factory=lambda: dict(DEFAULT_VALEUR_MODIQUE_CEILINGS))

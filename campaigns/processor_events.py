@@ -65,6 +65,9 @@ def _fetch(kind: str, obj: dict[str, Any], gateway: Gateway, policy: Policy,
     return how to apply it."""
     if kind in CHECKOUT:
         state = gateway.checkout(obj["id"])
+        if state.status == "complete" and state.mode == "payment" and state.payment_intent_id:
+            payment = gateway.payment(state.payment_intent_id)  # fetched before any row is locked
+            return lambda s: contributions.apply_payment(s, payment, policy=policy, now=now)
         return lambda s: contributions.apply_checkout(s, state, gateway=gateway, policy=policy, now=now)
     if kind in PAYMENT:
         payment = gateway.payment(obj["id"])

@@ -11,8 +11,8 @@ Running it again is harmless: every step starts from the contributions' current 
 processor call carries an idempotency key, every entry has one. Charges happen outside
 database transactions (no lock is held while the network answers); the booking that follows
 runs in its own short transaction, and a crash between the two is repaired by the next run or
-by the processor's webhook. A refund is asked for while its contribution's row is locked, so two
-runs cannot both ask; its idempotency key makes a retry return the same refund.
+by the processor's webhook. A refund's idempotency key names the contribution and what was
+already refunded, so two runs asking at once get the same refund, booked once.
 """
 
 from __future__ import annotations
@@ -215,8 +215,12 @@ def _owe_refund(session: Session, contribution_id: int, now: datetime) -> str | 
 def _refund_card(run: Run[Any], gateway: Gateway | None, now: datetime, contribution_id: int) -> str | None:
     if gateway is None:
         raise CampaignError("card payment is not configured: card payments cannot be refunded")
-    status = run(lambda s: _status(contributions.refund(s, contribution_id, actor_id=None, gateway=gateway,
-                                                        reason="campaign failed", now=now)))
+    asked = run(lambda s: contributions.card_refund_request(s, contribution_id))
+    if asked is None:
+        return None
+    done = contributions.ask_card_refund(gateway, asked)  # no transaction open meanwhile
+    status = run(lambda s: _status(contributions.refund(s, contribution_id, actor_id=None, amount=asked.amount,
+                                                        processor_refund=done, reason="campaign failed", now=now)))
     return "refunded" if status == S.REFUNDED else None
 
 

@@ -51,6 +51,7 @@ from campaigns.models import (
     RewardTier,
     Status,
 )
+from campaigns.payments import Checkout
 from campaigns.services import progress
 from fundraising import payments
 from fundraising.extensions import db
@@ -357,7 +358,10 @@ def give(campaign_id: int) -> Response | tuple[str, int, dict[str, str]]:
     reward = next((r for r in rewards if str(r.id) == form.reward_id.data), None)
     gift = Gift.from_form(form, campaign, amount, reward)
     try:
-        reference, checkout_url = run_in_transaction(db.session, gift.record)
+        page = None
+        if gift.payment_method == PaymentMethod.CARD:  # the processor's page, before the transaction
+            page = payments.prepare_card_payment(gift.campaign_id, gift.amount, gift.contributor_email, gift.locale)
+        reference, checkout_url = run_in_transaction(db.session, lambda s: gift.record(s, page))
     except DomainError as exc:
         _show_give_error(form, exc, campaign, reward, amount)
         # The rollback expired what was read: the page shows the stock as it is now.
@@ -397,13 +401,13 @@ class Gift:
                    (form.shipping_address.data or "") if reward is None or reward.needs_shipping else "",
                    bool(form.wants_updates.data), _locale())
 
-    def record(self, session: Session) -> tuple[str, str | None]:
+    def record(self, session: Session, page: tuple[str, Checkout] | None = None) -> tuple[str, str | None]:
         c, checkout_url = contributions.contribute(
             session, campaign_id=self.campaign_id, contributor_id=self.contributor_id,
             contributor_email=self.contributor_email, amount=self.amount, payment_method=self.payment_method,
             reward_id=self.reward_id, public_name=self.public_name, anonymous=self.anonymous,
             message=self.message, shipping_address=self.shipping_address, wants_updates=self.wants_updates,
-            policy=payments.policy(), gateway=payments.gateway(), urls=payments.checkout_urls(self.campaign_id),
+            policy=payments.policy(), reference=page[0] if page else None, checkout=page[1] if page else None,
             locale=self.locale)
         if checkout_url is None:
             payments.notify_contribution("instructions", c.id)

@@ -3,13 +3,15 @@ configuration; where the processor sends contributors back; mails about contribu
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, has_request_context, render_template, url_for
 from flask_babel import force_locale
 from flask_babel import gettext as _
 
-from campaigns.contributions import CheckoutUrls
-from campaigns.models import Campaign, Contribution
-from campaigns.payments import Gateway, StripeGateway
+from campaigns.contributions import CardTerms, CheckoutUrls, start_card_payment
+from campaigns.models import Campaign, Contribution, Status
+from campaigns.payments import Checkout, Gateway, StripeGateway
 from campaigns.policy import Policy
 from fundraising import mail
 from fundraising.extensions import db
@@ -64,6 +66,24 @@ def checkout_urls(campaign_id: int) -> CheckoutUrls:
     else:
         success = external_url("web.campaign", campaign_id=campaign_id)
     return CheckoutUrls(success=success, cancel=external_url("web.campaign", campaign_id=campaign_id))
+
+
+def prepare_card_payment(campaign_id: int, amount: Any, email: str, locale: str) -> tuple[str, Checkout] | None:
+    """Open the processor's page for a card contribution, before the request's transaction (no
+    transaction stays open while the processor answers). None when cards are off or when the
+    contribution will be refused anyway for its amount or its campaign: the service then names
+    the problem."""
+    found = gateway()
+    rules = policy()
+    if found is None or type(amount) is not int or not rules.min_contribution <= amount <= rules.max_contribution:
+        return None
+    campaign = db.session.get(Campaign, campaign_id)
+    terms = CardTerms.of(campaign) if campaign is not None and campaign.status == Status.LIVE else None
+    urls = checkout_urls(campaign_id)
+    db.session.rollback()
+    if terms is None:
+        return None
+    return start_card_payment(found, terms, amount=amount, email=email, urls=urls, locale=locale, policy=rules)
 
 
 # --------------------------------------------------------------------------- mails

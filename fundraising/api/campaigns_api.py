@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
-from flask import request
+from flask import g, request
 from flask_smorest import Blueprint
 from sqlalchemy import or_, select
 
@@ -15,7 +15,7 @@ from campaigns.errors import CampaignNotFound
 from campaigns.lifecycle import PUBLIC, Actor
 from campaigns.models import Campaign, FundingModel, Kind, Status
 from fundraising import mail, payments
-from fundraising.api.common import PageArgs, page, unit_of_work
+from fundraising.api.common import PageArgs, already_answered, before_transaction, page, unit_of_work
 from fundraising.authz import current_principal
 from fundraising.errors import Forbidden
 from fundraising.extensions import db
@@ -211,6 +211,14 @@ def campaign_dict(campaign: Campaign, standing: services.Progress | None = None)
             "raised": standing.raised, "pledged": standing.pledged, "contributors_count": standing.contributors}
 
 
+@blp.before_request
+def _known_campaign() -> None:
+    """An unknown (or hidden) campaign is a 404 before any request body is read."""
+    campaign_id = (request.view_args or {}).get("campaign_id")
+    if campaign_id is not None:
+        visible_campaign(campaign_id)
+
+
 # --------------------------------------------------------------------------- campaigns
 
 
@@ -393,7 +401,19 @@ def campaign_ledger(campaign_id: int) -> dict[str, Any]:
     return result
 
 
+def _ask_transfer(campaign_id: int) -> None:
+    """Before the transaction: a Stripe Connect transfer, when the campaign has a connected account."""
+    gateway = payments.gateway()
+    if gateway is None or already_answered():
+        return
+    asked = payouts.transfer_request(db.session, campaign_id)
+    db.session.rollback()
+    if asked is not None:
+        g.transfer = payouts.ask_transfer(gateway, asked)
+
+
 @blp.route("/campaigns/<int:campaign_id>/payouts", methods=["POST"])
+@before_transaction(_ask_transfer)
 @unit_of_work
 @blp.arguments(PayoutIn)
 @blp.response(201, PayoutOut)
@@ -404,4 +424,4 @@ def create_payout(data: dict[str, Any], campaign_id: int) -> Any:
     user = _user()
     actor = Actor.TREASURER if user.has_role(Role.TREASURER) else Actor.ADMIN
     return payouts.pay_out(db.session, campaign_id, actor=actor, actor_id=user.id, reference=data["reference"],
-                           gateway=payments.gateway())
+                           transfer=g.get("transfer"))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
-import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +63,32 @@ def unit_of_work(view: Callable[..., Any]) -> Callable[..., Response]:
     return wrapper
 
 
+def before_transaction(step: Callable[..., None]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Run ``step(**view_args)`` before the view's unit of work opens its transaction: the place
+    for a call to the payment processor, which must not wait inside a transaction."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            step(**kwargs)
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def already_answered() -> bool:
+    """True when this request's ``Idempotency-Key`` was already answered for this caller (its
+    replay needs no new work before the transaction)."""
+    key, principal = request.headers.get("Idempotency-Key"), current_principal()
+    if not key or principal is None:
+        return False
+    found = db.session.scalar(select(IdempotencyRecord.id).where(
+        IdempotencyRecord.principal == principal.key, IdempotencyRecord.key == key))
+    return found is not None
+
+
 def _idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -110,26 +135,28 @@ def _store(session: Session, record: IdempotencyRecord, response: Response) -> N
 # --------------------------------------------------------------------------- cursor pages
 
 
+#: A cursor names the last item of the previous page. Its form is documented as a pattern, so
+#: any cursor a client can form from the document is one the API accepts.
+CURSOR_PATTERN = r"^c[0-9]{1,18}$"
+
+
 class PageArgs(ma.Schema):
     limit = ma.fields.Integer(load_default=PAGE_DEFAULT, validate=ma.validate.Range(min=1, max=PAGE_MAX))
-    cursor = ma.fields.String(load_default=None, validate=ma.validate.Length(max=200))
+    cursor = ma.fields.String(load_default=None, validate=ma.validate.Regexp(CURSOR_PATTERN),
+                              metadata={"description": "``next_cursor`` of the previous page",
+                                        "pattern": CURSOR_PATTERN})
 
 
 def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode().rstrip("=")
+    return f"c{last_id}"
 
 
 def decode_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
-    except (ValueError, KeyError, TypeError):
-        raise InvalidInput("this cursor was not given by the API", field="cursor") from None
-    if type(value) is not int:
+    if not isinstance(cursor, str) or not re.fullmatch(CURSOR_PATTERN, cursor):
         raise InvalidInput("this cursor was not given by the API", field="cursor")
-    return value
+    return int(cursor[1:])
 
 
 def page(session: Session, query: Select, id_column: Any, limit: int, cursor: str | None) -> dict[str, Any]:

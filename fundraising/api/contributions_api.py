@@ -7,17 +7,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import marshmallow as ma
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from campaigns import contributions, processor_events
-from campaigns.errors import ContributionNotFound, ContributionStateError, PaymentFailed, PaymentUnavailable
+from campaigns.errors import (
+    CampaignError,
+    ContributionNotFound,
+    ContributionStateError,
+    PaymentFailed,
+    PaymentUnavailable,
+)
 from campaigns.models import (
     OFFLINE_METHODS,
     Contribution,
     ContributionStatus,
     FulfilmentStatus,
+    FundingModel,
     PaymentMethod,
     Status,
 )
@@ -25,7 +32,7 @@ from campaigns.payments import InvalidSignature
 from campaigns.services import get_campaign
 from fundraising import payments
 from fundraising.api.campaigns_api import visible_campaign
-from fundraising.api.common import PageArgs, page, unit_of_work
+from fundraising.api.common import PageArgs, already_answered, before_transaction, page, unit_of_work
 from fundraising.authz import current_principal
 from fundraising.errors import Forbidden
 from fundraising.extensions import db
@@ -141,10 +148,30 @@ def readable(contribution_id: int, *, lock: bool = False) -> Contribution:
     return c
 
 
+@blp.before_request
+def _known_object() -> None:
+    """An unknown campaign or a contribution the caller may not see is a 404 before any request
+    body is read."""
+    args = request.view_args or {}
+    if args.get("contribution_id") is not None:
+        readable(args["contribution_id"])
+    elif args.get("campaign_id") is not None:
+        get_campaign(db.session, args["campaign_id"])
+
+
 # --------------------------------------------------------------------------- giving
 
 
+def _open_card_page(campaign_id: int) -> None:
+    """Before the transaction: a card contribution's page at the processor (see the view)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or body.get("payment_method") != PaymentMethod.CARD or already_answered():
+        return
+    g.card_page = payments.prepare_card_payment(campaign_id, body.get("amount"), _user().email, select_locale())
+
+
 @blp.route("/campaigns/<int:campaign_id>/contributions", methods=["POST"])
+@before_transaction(_open_card_page)
 @unit_of_work
 @blp.arguments(ContributionIn)
 @blp.response(201, ContributionOut)
@@ -157,10 +184,11 @@ def contribute(data: dict[str, Any], campaign_id: int) -> dict[str, Any]:
     if Status(get_campaign(db.session, campaign_id).status) != Status.CANCELLED:
         visible_campaign(campaign_id)  # drafts stay hidden; ended campaigns answer "closed"
     user = _user()
+    page_ = g.get("card_page") if data["payment_method"] == PaymentMethod.CARD else None
     c, checkout_url = contributions.contribute(
         db.session, campaign_id=campaign_id, contributor_id=user.id, contributor_email=user.email,
-        policy=payments.policy(), gateway=payments.gateway(), urls=payments.checkout_urls(campaign_id)
-        if payments.cards_enabled() else None, locale=select_locale(), **data)
+        policy=payments.policy(), reference=page_[0] if page_ else None, checkout=page_[1] if page_ else None,
+        locale=select_locale(), **data)
     if c.payment_method in OFFLINE_METHODS:
         payments.notify_contribution("instructions", c.id)
     return contribution_dict(c, checkout_url)
@@ -197,7 +225,38 @@ def get_contribution(contribution_id: int) -> dict[str, Any]:
     return contribution_dict(readable(contribution_id))
 
 
+def _payable(c: Contribution) -> None:
+    if c.contributor_id != _user().id:
+        raise Forbidden("only the contributor pays")
+    if c.payment_method != PaymentMethod.CARD or c.status not in (ContributionStatus.PENDING,
+                                                                  ContributionStatus.REQUIRES_ACTION):
+        raise ContributionStateError(f"a {c.status} contribution has nothing to pay", field="status")
+    if payments.gateway() is None:
+        raise PaymentUnavailable("card payment is not available here", field="payment_method")
+
+
+def _open_new_card_page(contribution_id: int) -> None:
+    """Before the transaction: the processor's new page (see the view)."""
+    if already_answered():
+        return
+    c = readable(contribution_id)
+    _payable(c)
+    campaign = get_campaign(db.session, c.campaign_id)
+    # An abandoned all-or-nothing pledge saves the card again; a charge the bank asked to confirm
+    # (or a keep-it-all gift) is paid now.
+    pledge = c.status == ContributionStatus.PENDING and campaign.funding_model == FundingModel.ALL_OR_NOTHING
+    urls = payments.checkout_urls(campaign.id)
+    terms = {"mode": "setup" if pledge else "payment", "reference": c.reference, "amount": c.amount,
+             "currency": c.currency, "title": campaign.title, "email": _user().email,
+             "success_url": urls.success.replace("{reference}", c.reference), "cancel_url": urls.cancel,
+             "locale": select_locale(), "customer_id": c.stripe_customer_id,
+             "expires_at": int((datetime.now(UTC) + timedelta(hours=payments.policy().checkout_hours)).timestamp())}
+    db.session.rollback()
+    g.card_page = payments.gateway().start_checkout(**terms)
+
+
 @blp.route("/contributions/<int:contribution_id>/checkout", methods=["POST"])
+@before_transaction(_open_new_card_page)
 @unit_of_work
 @blp.response(201, ContributionOut)
 @blp.doc(security=[{"bearer": []}])
@@ -205,21 +264,10 @@ def restart_checkout(contribution_id: int) -> dict[str, Any]:
     """A new page to pay a card contribution on: after an abandoned page, or when the bank asked
     to confirm a pledge charged at the campaign's success."""
     c = readable(contribution_id, lock=True)
-    gateway = payments.gateway()
-    if c.contributor_id != _user().id:
-        raise Forbidden("only the contributor pays")
-    if c.payment_method != PaymentMethod.CARD or c.status not in (ContributionStatus.PENDING,
-                                                                  ContributionStatus.REQUIRES_ACTION):
-        raise ContributionStateError(f"a {c.status} contribution has nothing to pay", field="status")
-    if gateway is None:
+    _payable(c)
+    checkout = g.get("card_page")
+    if checkout is None:  # a replay answers from the stored response before reaching here
         raise PaymentUnavailable("card payment is not available here", field="payment_method")
-    campaign = get_campaign(db.session, c.campaign_id)
-    urls = payments.checkout_urls(campaign.id)
-    checkout = gateway.start_checkout(
-        mode="payment", reference=c.reference, amount=c.amount, currency=c.currency, title=campaign.title,
-        email=_user().email, success_url=urls.success.replace("{reference}", c.reference), cancel_url=urls.cancel,
-        locale=select_locale(), customer_id=c.stripe_customer_id,
-        expires_at=int((datetime.now(UTC) + timedelta(hours=payments.policy().checkout_hours)).timestamp()))
     c.stripe_checkout_id = checkout.id
     return contribution_dict(c, checkout.url)
 
@@ -255,7 +303,24 @@ def cancel(contribution_id: int) -> dict[str, Any]:
     return contribution_dict(contributions.cancel_pending(db.session, contribution_id))
 
 
+def _ask_card_refund(contribution_id: int) -> None:
+    """Before the transaction: the processor's refund of a card payment (see the view)."""
+    body = request.get_json(silent=True)
+    gateway = payments.gateway()
+    if gateway is None or already_answered():
+        return
+    amount = body.get("amount") if isinstance(body, dict) else None
+    try:
+        asked = contributions.card_refund_request(db.session, contribution_id, amount)
+    except CampaignError:
+        asked = None  # the view says what is wrong
+    db.session.rollback()
+    if asked is not None:
+        g.card_refund = contributions.ask_card_refund(gateway, asked)
+
+
 @blp.route("/contributions/<int:contribution_id>/refund", methods=["POST"])
+@before_transaction(_ask_card_refund)
 @unit_of_work
 @blp.arguments(RefundIn)
 @blp.response(200, ContributionOut)
@@ -264,7 +329,7 @@ def refund(data: dict[str, Any], contribution_id: int) -> dict[str, Any]:
     """Refund all or part (``amount``): through the processor for a card, recorded as paid back
     by the treasurer otherwise (also an owed refund of a failed campaign)."""
     c = contributions.refund(db.session, contribution_id, actor_id=_user().id, amount=data["amount"],
-                             gateway=payments.gateway(), reason=data["reason"])
+                             processor_refund=g.get("card_refund"), reason=data["reason"])
     payments.notify_contribution("refunded", c.id)
     return contribution_dict(c)
 
