@@ -159,8 +159,9 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table("campaigns", schema=None) as batch_op:
-        batch_op.drop_column("stripe_account_id")
+    # A plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+ has it): batch mode would copy the
+    # campaigns table and drop the original, which the foreign keys of its dependents refuse.
+    op.drop_column("campaigns", "stripe_account_id")
 
     with op.batch_alter_table("contributions", schema=None) as batch_op:
         batch_op.drop_index("ix_contributions_contributor")
