@@ -1,45 +1,98 @@
 """``fundraising demo``: demonstration data, loaded through the same services users go through.
 
-People with every role, partner shops and three live campaigns come first, created, submitted
-and approved like any other. Then the ledger tells the platform's story: card gifts with processor and platform fees,
-cheques cashed, all-or-nothing pledges held then captured or released, a refund, a day of
-till round-ups from partner shops imported in bulk, a shop's remittance, a payout to a project
-holder and volunteering in kind. Amounts come from a seeded generator, so every load is the same.
-Loading twice changes nothing: the first entry's idempotency key marks the data as loaded.
+People with every role, thirty backers and partner shops come first. Then seven campaigns of
+the two kinds people give to, each created, submitted and approved at its own moment in the
+past, so that some have already reached their deadline:
+
+==  =================================================  ========  ==============  =========
+id  campaign                                           kind      funding         today
+==  =================================================  ========  ==============  =========
+1   La Cagette, épicerie solidaire (tax-deductible)    donation  keep it all     live
+2   Le Recycleur, atelier vélo (twelve cheques)        donation  keep it all     live
+3   La Cantine des Pentes (card pledges)               donation  all or nothing  live
+4   Le Polar des Pentes, bande dessinée (stock)        reward    all or nothing  live
+5   Le Jardin des Buers                                donation  keep it all     paid out
+6   Brasserie de la Soie                               reward    all or nothing  succeeded
+7   Ciné-Pentes                                        donation  all or nothing  failed
+==  =================================================  ========  ==============  =========
+
+Every euro of them goes through :mod:`campaigns.contributions`: card gifts and pledges through
+the processor's hosted page (here :class:`DemoGateway`, a processor held in memory), transfers,
+cheques and cash promised then confirmed by the treasurer (sometimes for less than promised;
+some still awaited, one given up), a partial card refund, a dispute lost, news and followers.
+Campaigns past their deadline are settled by :func:`campaigns.settlement.settle` as the
+scheduled job would have done then: pledges charged (one backer's bank asks them to
+authenticate), or released and a confirmed cheque owed back then refunded when the goal was
+missed; the successful keep-it-all campaign is paid out by bank transfer. Two treasury moves no
+service makes yet are booked by hand: the processor's payout to the bank and a deposit of cheques.
+
+The till round-ups are as before: a round pool, three thousand round-ups from partner shops
+imported in bulk, a shop's remittance, and volunteering in kind.
+
+Amounts, people and moments come from a seeded generator and the demo gateway's ids from
+counters, so every load books the same money (contribution references are random, as for
+everyone). Loading twice changes nothing: the first round-up's idempotency key marks the data as
+loaded; a database holding an older version of the demo is left alone (``--reset`` replaces it).
 """
 
 from __future__ import annotations
 
 import random
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import click
+from flask import has_app_context
 from flask.cli import with_appcontext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from campaigns.books import BANK, CHEQUES, PROCESSOR, platform_account
+from campaigns.community import follow, post_update
+from campaigns.contributions import (
+    CheckoutUrls,
+    apply_checkout,
+    apply_dispute,
+    cancel_pending,
+    confirm_offline,
+    contribute,
+    create_reward,
+    refund,
+    set_fulfilment,
+)
+from campaigns.errors import PaymentFailed
 from campaigns.lifecycle import Actor
-from campaigns.services import create_campaign, transition
-from fundraising import credentials, people
+from campaigns.models import Campaign, Contribution, RewardTier
+from campaigns.payments import Checkout, CheckoutState, Dispute, InvalidSignature, Payment, Refund
+from campaigns.payouts import pay_out
+from campaigns.policy import Policy
+from campaigns.services import create_campaign, progress, transition
+from campaigns.settlement import settle
+from fundraising import credentials, payments, people
 from fundraising.extensions import db
-from fundraising.models import Role
+from fundraising.models import Role, User
 from ledger import (
     Account,
     Entry,
     EntryRequest,
     Leg,
+    get_balance,
     open_account,
     post_entries,
     post_entry,
-    post_pending,
-    reverse_entry,
     run_in_transaction,
-    void_pending,
 )
 from ledger.chart import chart_account
 
-MARKER_KEY = "demo:v1:start"
+KEY = "demo:v2"
+MARKER_KEY = f"{KEY}:start"
+#: Markers of earlier versions of the demo: their books are not mixed with this one's.
+OLDER_MARKERS = ("demo:v1:start",)
 SEED = 20261122
 
 #: Every demo account signs in with this password. Demo data is for demonstrations only.
@@ -51,18 +104,640 @@ PEOPLE = (
     ("donatrice@example.org", "Dominique Donatrice", (Role.CONTRIBUTOR,)),
     ("boulangerie@example.org", "Bastien Boulanger", (Role.CONTRIBUTOR,)),
 )
-CAMPAIGNS = (
-    {"title": "La Cagette, épicerie solidaire (Lyon 7e)", "goal": 150000, "funding_model": "keep_it_all",
-     "summary": "Une épicerie où chacun paie selon ses moyens, tenue par les habitants du quartier.",
-     "org_name": "Association La Cagette", "org_identifier": "W691234567", "tax_deductible": True},
-    {"title": "Le Recycleur, atelier vélo participatif", "goal": 80000, "funding_model": "keep_it_all",
-     "summary": "Apprendre à réparer son vélo avec des pièces de récupération.",
-     "org_name": "Le Recycleur", "org_identifier": "W692345678", "tax_deductible": True},
-    {"title": "La Cantine des Pentes, restaurant d'insertion", "goal": 300000, "funding_model": "all_or_nothing",
-     "summary": "Une cuisine ouverte qui forme et embauche des personnes éloignées de l'emploi.",
-     "org_name": "SCIC La Cantine des Pentes", "org_identifier": "912345678", "tax_deductible": False},
+#: Contributors who give to the campaigns: their name, and the name some of them show instead.
+BACKERS = (
+    ("Camille Martin", None), ("Louis Bernard", "Un cycliste reconnaissant"), ("Chloé Dubois", None),
+    ("Hugo Thomas", None), ("Léa Robert", "La famille Robert"), ("Jules Richard", None), ("Manon Petit", None),
+    ("Gabriel Durand", None), ("Inès Leroy", "Une habitante des Pentes"), ("Arthur Moreau", None),
+    ("Jade Simon", None), ("Raphaël Laurent", None), ("Louise Lefebvre", "Mamie Louise"), ("Nathan Michel", None),
+    ("Emma Garcia", None), ("Malik Benali", None), ("Yasmine Haddad", "Les voisins du 8 rue Dumenge"),
+    ("Mathis Nguyen", None), ("Sofia Rossi", None), ("Paul Fournier", None), ("Zoé Girard", None),
+    ("Adam Bonnet", "L'équipe du marché de la Croix-Rousse"), ("Lina Mercier", None), ("Théo Blanc", None),
+    ("Rose Faure", None), ("Sacha André", "Les Amis du Plateau"), ("Nina Chevalier", None), ("Éloïse Garnier", None),
+    ("Karim Mansour", None), ("Margaux Roussel", None),
 )
 SHOPS = ("Boulangerie du Plateau", "Fleurs des Pentes", "Bistrot de la Croix-Rousse")
+#: Gifts, in cents: mostly modest, a few generous.
+AMOUNTS = (1000, 1500, 2000, 2000, 2500, 3000, 3000, 4000, 5000, 5000, 7500, 10000, 15000, 20000)
+STREETS = ("rue Burdeau, 69001", "montée de la Grande-Côte, 69001", "rue d'Austerlitz, 69004", "rue Dumenge, 69004",
+           "place Sathonay, 69001", "rue de Marseille, 69007", "avenue Berthelot, 69007", "rue Mercière, 69002",
+           "cours Gambetta, 69003", "rue de la Thibaudière, 69007")
+
+#: (key, opened (days before today), deadline (days from today), terms); ids follow this order.
+CAMPAIGNS: tuple[tuple[str, int, int, dict[str, Any]], ...] = (
+    ("cagette", -30, 30, {
+        "kind": "donation", "funding_model": "keep_it_all", "goal": 150000, "tax_deductible": True,
+        "title": "La Cagette, épicerie solidaire (Lyon 7e)",
+        "summary": "Une épicerie où chacun paie selon ses moyens, tenue par les habitants du quartier.",
+        "story": "Depuis deux ans, La Cagette distribue chaque samedi des paniers de fruits et légumes. Nous "
+                 "voulons ouvrir une vraie boutique, avec une chambre froide, où chacun paie selon ses moyens.",
+        "org_name": "Association La Cagette", "org_identifier": "W691234567"}),
+    ("recycleur", -30, 45, {
+        "kind": "donation", "funding_model": "keep_it_all", "goal": 80000, "tax_deductible": True,
+        "title": "Le Recycleur, atelier vélo participatif",
+        "summary": "Apprendre à réparer son vélo avec des pièces de récupération.",
+        "story": "Des outils, des pièces d'occasion et des bénévoles : l'atelier ouvre trois soirs par semaine. "
+                 "Vos dons paieront un pied d'atelier, un jeu de clés et le loyer de la première année.",
+        "org_name": "Le Recycleur", "org_identifier": "W692345678"}),
+    ("cantine", -30, 60, {
+        "kind": "donation", "funding_model": "all_or_nothing", "goal": 300000, "tax_deductible": False,
+        "title": "La Cantine des Pentes, restaurant d'insertion",
+        "summary": "Une cuisine ouverte qui forme et embauche des personnes éloignées de l'emploi.",
+        "story": "Six salariés en insertion, un chef, un menu du jour à prix doux. Si l'objectif n'est pas "
+                 "atteint, votre carte ne sera pas débitée.",
+        "org_name": "SCIC La Cantine des Pentes", "org_identifier": "912345678"}),
+    ("polar", -20, 25, {
+        "kind": "reward", "funding_model": "all_or_nothing", "goal": 400000, "tax_deductible": False,
+        "title": "Le Polar des Pentes, une bande dessinée imprimée à Lyon",
+        "summary": "Une enquête dessinée dans les traboules de la Croix-Rousse, imprimée à deux pas de chez vous.",
+        "story": "Cent vingt pages en couleurs, imprimées sur papier recyclé par un imprimeur de Villeurbanne. "
+                 "Précommandez l'album : il ne sera imprimé que si l'objectif est atteint.",
+        "org_name": "Éditions de la Ficelle", "org_identifier": "923456789"}),
+    ("jardin", -95, -35, {
+        "kind": "donation", "funding_model": "keep_it_all", "goal": 200000, "tax_deductible": True,
+        "title": "Le Jardin des Buers, potager partagé (Villeurbanne)",
+        "summary": "Des bacs de culture, un récupérateur d'eau et une cabane à outils au pied des immeubles.",
+        "story": "Les habitants des Buers cultivent déjà quelques parcelles. Avec vos dons, le jardin s'agrandit "
+                 "et accueille les écoles du quartier.",
+        "org_name": "Association Les Buers en Vert", "org_identifier": "W693456789"}),
+    ("brasserie", -60, -5, {
+        "kind": "reward", "funding_model": "all_or_nothing", "goal": 120000, "tax_deductible": False,
+        "title": "Brasserie de la Soie : la première bière brassée à la Croix-Rousse",
+        "summary": "Une micro-brasserie dans un ancien atelier de canuts : précommandez la première cuvée.",
+        "story": "Nous avons la cuve, il nous manque le refroidisseur. Vos précommandes le financent ; les "
+                 "coffrets seront à retirer à la brasserie.",
+        "org_name": "SAS Brasserie de la Soie", "org_identifier": "934567890"}),
+    ("cine", -75, -15, {
+        "kind": "donation", "funding_model": "all_or_nothing", "goal": 1200000, "tax_deductible": True,
+        "title": "Ciné-Pentes, un cinéma associatif de quartier",
+        "summary": "Rouvrir la salle de l'ancien patronage avec un projecteur numérique et des séances à prix libre.",
+        "story": "Il faut un projecteur, un écran et la mise aux normes de la salle. Si l'objectif n'est pas "
+                 "atteint, personne n'est débité et les chèques sont rendus.",
+        "org_name": "Association Ciné-Pentes", "org_identifier": "W694567890"}),
+)
+#: Reward tiers: (title, amount, counterpart value, stock, shipped, description).
+REWARDS: dict[str, tuple[tuple[str, int, int, int | None, bool, str], ...]] = {
+    "cagette": (
+        ("Un sac en toile La Cagette", 3000, 500, None, False,
+         "Sérigraphié par les bénévoles, à retirer à l'épicerie."),
+        ("Un panier de saison à retirer à l'épicerie", 8000, 1500, 40, False,
+         "Les légumes des maraîchers partenaires, un samedi matin de votre choix."),
+    ),
+    "polar": (
+        ("L'album", 2500, 2500, None, True, "L'album, envoyé chez vous dès sa sortie."),
+        ("L'album dédicacé", 4000, 4000, 80, True, "L'album avec une dédicace dessinée de l'autrice."),
+        ("Le tirage d'art numéroté", 9000, 9000, 12, True, "L'album et un tirage d'art signé, numéroté sur 12."),
+        ("Une planche originale", 20000, 20000, 3, True, "L'album et une planche originale encrée à la main."),
+    ),
+    "brasserie": (
+        ("Un coffret de 6 bières", 3000, 3000, None, False, "Six bouteilles de la première cuvée, à la brasserie."),
+        ("Un coffret de 12 bières et un verre gravé", 6000, 6000, 60, False,
+         "Douze bouteilles et un verre gravé, à retirer à la brasserie."),
+        ("Un brassin à votre nom", 15000, 15000, 5, False,
+         "Brassez avec nous une journée : la cuvée porte votre nom sur l'étiquette."),
+    ),
+}
+MESSAGES = {
+    "cagette": ("Bravo pour ce beau projet, le quartier en a besoin !", "Hâte de venir faire mes courses chez vous.",
+                "Pour que chacun puisse bien manger, quels que soient ses moyens.",
+                "Merci aux bénévoles pour leur énergie.", "On se voit samedi à la distribution !"),
+    "recycleur": ("Merci pour la réparation de mon vélo cet été !", "Vive le vélo et la récup !",
+                  "Pour que l'atelier continue à tourner.", "Un chèque pour la caisse à outils."),
+    "cantine": ("Une cuisine qui forme et qui nourrit : on signe tout de suite.", "Hâte de goûter le premier menu !",
+                "Pour l'emploi dans le quartier.", "Bon courage à toute l'équipe."),
+    "polar": ("Vivement l'album !", "Les traboules en bande dessinée, enfin !",
+              "J'ai vu les premières planches au festival : magnifique.", "Un album pour mon neveu aussi."),
+    "jardin": ("Des tomates pour tout le monde !", "Merci de faire pousser du lien entre voisins.",
+               "Pour les enfants de l'école d'à côté.", "Je viendrai aider aux semis."),
+    "brasserie": ("Santé ! Hâte de goûter la première cuvée.", "Une bière de la Croix-Rousse, il était temps.",
+                  "Bravo pour ce projet local.", "Je passerai chercher mon coffret à vélo."),
+    "cine": ("Un cinéma de quartier, quel beau rêve.", "Courage, on y croit !",
+             "Pour les séances du dimanche avec les enfants.", "Vive le cinéma associatif !"),
+}
+
+
+# --------------------------------------------------------------------------- the demo's card processor
+
+
+class DemoGateway:
+    """A card processor held in memory, for ``fundraising demo`` only.
+
+    Demonstration data only: it talks to no bank and no processor, and is never used to take
+    money; the application's own gateway is :func:`fundraising.payments.gateway`. It answers as
+    :class:`~campaigns.payments.StripeGateway` would, deterministically: ids count up
+    (``cs_demo_000001``, ``pi_demo_000123``), the fee is 1.5 % + 0.25 like Stripe's on European
+    cards, a hosted page's URL is the campaign's page, an off-session charge succeeds unless its
+    contribution's reference is in :attr:`needs_authentication` (then it waits with
+    ``requires_payment_method`` and ``authentication_required``), refunds succeed, and no
+    webhook is ever accepted.
+    """
+
+    FEE_BPS = 150
+    FEE_FIXED = 25
+    DISPUTE_FEE = 1500
+
+    def __init__(self) -> None:
+        #: References whose off-session charge the bank wants the backer to authenticate.
+        self.needs_authentication: set[str] = set()
+        self._counters: Counter[str] = Counter()
+        self._checkouts: dict[str, CheckoutState] = {}
+        self._amounts: dict[str, tuple[int, str]] = {}
+        self._payments: dict[str, Payment] = {}
+        self._charges: dict[str, str] = {}
+        self._refunds: dict[str, Refund] = {}
+        self._disputes: dict[str, Dispute] = {}
+
+    def _next(self, prefix: str) -> str:
+        self._counters[prefix] += 1
+        return f"{prefix}_demo_{self._counters[prefix]:06d}"
+
+    @classmethod
+    def fee(cls, amount: int) -> int:
+        return (amount * cls.FEE_BPS + 5_000) // 10_000 + cls.FEE_FIXED
+
+    def _succeeded(self, amount: int, currency: str, reference: str | None) -> Payment:
+        payment = Payment(id=self._next("pi"), status="succeeded", amount=amount, amount_received=amount,
+                          currency=currency, reference=reference, fee=self.fee(amount), fee_id=self._next("txn"))
+        self._payments[payment.id] = payment
+        return payment
+
+    # -- hosted pages
+
+    def start_checkout(self, *, mode: str, reference: str, amount: int, currency: str, title: str,
+                       email: str, success_url: str, cancel_url: str, locale: str, expires_at: int,
+                       customer_id: str | None = None) -> Checkout:
+        checkout_id = self._next("cs")
+        self._checkouts[checkout_id] = CheckoutState(id=checkout_id, mode=mode, status="open", reference=reference,
+                                                     payment_intent_id=None, customer_id=customer_id,
+                                                     payment_method_id=None)
+        self._amounts[checkout_id] = (amount, currency)
+        return Checkout(checkout_id, cancel_url)
+
+    def complete(self, checkout_id: str) -> CheckoutState:
+        """The contributor fills in the hosted page: the card pays (payment mode) or is saved
+        for a later charge (setup mode)."""
+        state = self.checkout(checkout_id)
+        if state.status != "open":
+            return state
+        if state.mode == "payment":
+            amount, currency = self._amounts[checkout_id]
+            state = replace(state, status="complete",
+                            payment_intent_id=self._succeeded(amount, currency, state.reference).id)
+        else:
+            state = replace(state, status="complete", customer_id=state.customer_id or self._next("cus"),
+                            payment_method_id=self._next("pm"))
+        self._checkouts[checkout_id] = state
+        return state
+
+    def checkout(self, checkout_id: str) -> CheckoutState:
+        found = self._checkouts.get(checkout_id)
+        if found is None:
+            raise PaymentFailed(f"no payment page {checkout_id}")
+        return found
+
+    # -- payments
+
+    def charge_saved_card(self, *, reference: str, amount: int, currency: str, customer_id: str,
+                          payment_method_id: str, key: str) -> Payment:
+        if key in self._charges:
+            return self._payments[self._charges[key]]
+        if reference in self.needs_authentication:
+            payment = Payment(id=self._next("pi"), status="requires_payment_method", amount=amount,
+                              amount_received=0, currency=currency, reference=reference,
+                              error_code="authentication_required",
+                              error_message="Your bank asks you to confirm this payment.")
+            self._payments[payment.id] = payment
+        else:
+            payment = self._succeeded(amount, currency, reference)
+        self._charges[key] = payment.id
+        return payment
+
+    def payment(self, payment_intent_id: str) -> Payment:
+        found = self._payments.get(payment_intent_id)
+        if found is None:
+            raise PaymentFailed(f"no payment {payment_intent_id}")
+        return found
+
+    # -- refunds and disputes
+
+    def refund(self, *, payment_intent_id: str, amount: int, key: str, reference: str) -> Refund:
+        if key in self._refunds:
+            return self._refunds[key]
+        left = self.payment(payment_intent_id).amount_received - sum(r.amount for r in self.refunds(payment_intent_id))
+        if not 0 < amount <= left:
+            raise PaymentFailed(f"a refund of {payment_intent_id} is at most {left}")
+        done = Refund(self._next("re"), amount, "succeeded", payment_intent_id)
+        self._refunds[key] = done
+        return done
+
+    def refunds(self, payment_intent_id: str) -> list[Refund]:
+        return [r for r in self._refunds.values() if r.payment_intent_id == payment_intent_id]
+
+    def lose_dispute(self, payment_intent_id: str) -> Dispute:
+        """The card holder disputes the whole charge and the platform loses: the processor takes
+        the money back, and its fee."""
+        paid = self.payment(payment_intent_id).amount_received
+        dispute = Dispute(self._next("dp"), payment_intent_id, paid, "lost", withdrawn=paid, fee=self.DISPUTE_FEE,
+                          reinstated=0)
+        self._disputes[dispute.id] = dispute
+        return dispute
+
+    def dispute(self, dispute_id: str) -> Dispute:
+        found = self._disputes.get(dispute_id)
+        if found is None:
+            raise PaymentFailed(f"no dispute {dispute_id}")
+        return found
+
+    def transfer(self, *, amount: int, currency: str, destination: str, key: str, campaign_id: int) -> str:
+        return self._next("tr")
+
+    def parse_event(self, payload: bytes, signature: str | None) -> dict[str, Any]:
+        raise InvalidSignature("the demonstration gateway takes no webhooks")
+
+
+# --------------------------------------------------------------------------- the story's setting
+
+
+@dataclass
+class Made:
+    """What an event makes, for the events after it to use."""
+
+    contribution: Contribution | None = None
+
+    @property
+    def c(self) -> Contribution:
+        assert self.contribution is not None, "used before the event that makes it"
+        return self.contribution
+
+
+@dataclass
+class Demo:
+    """What the stories share. Stories schedule events; :meth:`run` plays them in the order
+    they happened, so that ids, lists and statements follow the calendar, and each step sees
+    the books as they stood at its moment."""
+
+    session: Session
+    policy: Policy
+    gateway: DemoGateway
+    rng: random.Random
+    today: date
+    people: dict[str, User]
+    backers: list[User]
+    campaigns: dict[str, Campaign] = field(default_factory=dict)
+    rewards: dict[str, list[RewardTier]] = field(default_factory=dict)
+    events: list[tuple[datetime, int, Callable[[], object]]] = field(default_factory=list)
+    _urls: dict[int, CheckoutUrls] = field(default_factory=dict)
+
+    @property
+    def holder(self) -> User:
+        return self.people["porteuse@example.org"]
+
+    @property
+    def treasurer(self) -> User:
+        return self.people["tresorerie@example.org"]
+
+    @property
+    def donor(self) -> User:
+        return self.people["donatrice@example.org"]
+
+    def at(self, day: int, hour: int = 10, minute: int = 0) -> datetime:
+        """A moment ``day`` days from today (negative: in the past), UTC."""
+        return datetime.combine(self.today + timedelta(days=day), time(hour, minute), UTC)
+
+    def moments(self, first: int, last: int, count: int) -> list[datetime]:
+        """``count`` moments of the day between days ``first`` and ``last``, in order."""
+        return sorted(self.at(self.rng.randint(first, last), self.rng.randint(7, 21), self.rng.randrange(60))
+                      for _ in range(count))
+
+    def on(self, when: datetime, action: Callable[[], object]) -> None:
+        self.events.append((when, len(self.events), action))
+
+    def run(self) -> None:
+        for _when, _n, action in sorted(self.events, key=lambda event: event[:2]):
+            action()
+        self.events.clear()
+
+    def urls(self, campaign_id: int) -> CheckoutUrls:
+        """Where the processor's page sends the contributor back, as the pages ask for it."""
+        if campaign_id not in self._urls:
+            if has_app_context():
+                self._urls[campaign_id] = payments.checkout_urls(campaign_id)
+            else:
+                page = f"http://127.0.0.1:5000/campagnes/{campaign_id}"
+                self._urls[campaign_id] = CheckoutUrls(success=page, cancel=page)
+        return self._urls[campaign_id]
+
+    def public(self, key: str, who: User) -> dict[str, Any]:
+        """How a contributor shows on the campaign's page: name, chosen name or anonymous; a word."""
+        alias = dict(BACKERS).get(who.display_name)
+        roll = self.rng.random()
+        message = self.rng.choice(MESSAGES[key]) if self.rng.random() < 0.45 else ""
+        return {"anonymous": roll < 0.12, "public_name": alias if alias and roll > 0.5 else None, "message": message}
+
+    def address(self, who: User) -> str:
+        number, street = self.rng.randint(1, 60), self.rng.choice(STREETS)
+        street, postcode = street.split(", ")
+        return f"{who.display_name}\n{number} {street}\n{postcode} Lyon"
+
+
+def _policy() -> Policy:
+    """The platform's policy when the application is there; the defaults otherwise."""
+    return payments.policy() if has_app_context() else Policy()
+
+
+def _ascii(name: str) -> str:
+    return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower().replace(" ", ".")
+
+
+def _people(session: Session) -> tuple[dict[str, User], list[User], list[int]]:
+    """Demo people and partner shops. Backers get the demo password's hash, computed once for
+    the people before them: hashing costs half a second a person."""
+    users = {email: people.register_user(session, email=email, password=DEMO_PASSWORD, display_name=name,
+                                         roles=roles, confirmed=True)
+             for email, name, roles in PEOPLE}
+    shops = [credentials.create_shop(session, name) for name in SHOPS]
+    people.grant_role(session, users["boulangerie@example.org"], Role.SHOP, shop=shops[0])
+    password_hash = users["donatrice@example.org"].password_hash
+    joined = datetime.now(UTC)
+    backers = []
+    for name, _alias in BACKERS:
+        backer = User(email=people.normalize_email(f"{_ascii(name)}@example.org"), password_hash=password_hash,
+                      display_name=name, locale="fr", created_at=joined, email_confirmed_at=joined, session_version=1)
+        session.add(backer)
+        session.flush()
+        people.grant_role(session, backer, Role.CONTRIBUTOR)
+        backers.append(backer)
+    return users, backers, [shop.id for shop in shops]
+
+
+def _campaigns(d: Demo) -> None:
+    """Every campaign, approved by the admin the day it was submitted, with its rewards. Made
+    first, whatever their dates, so that their ids follow :data:`CAMPAIGNS`."""
+    admin = d.people["admin@example.org"]
+    for key, opened_day, deadline_day, terms in CAMPAIGNS:
+        opened = d.at(opened_day, 9)
+        campaign = create_campaign(d.session, holder_id=d.holder.id, now=opened, deadline_at=d.at(deadline_day, 22),
+                                   **terms)
+        transition(d.session, campaign.id, "submit", actor=Actor.HOLDER, actor_id=d.holder.id, now=opened)
+        transition(d.session, campaign.id, "approve", actor=Actor.ADMIN, actor_id=admin.id,
+                   now=opened + timedelta(hours=3))
+        d.campaigns[key] = campaign
+        delivery = (opened + timedelta(days=120)).date()
+        d.rewards[key] = [
+            create_reward(d.session, campaign, policy=d.policy, title=title, amount=amount, description=text,
+                          stock=stock, counterpart_value=value, needs_shipping=shipped, now=opened,
+                          estimated_delivery=delivery if campaign.kind == "reward" else None)
+            for title, amount, value, stock, shipped, text in REWARDS.get(key, ())
+        ]
+
+
+# --------------------------------------------------------------------------- giving, as people do
+
+
+def _card(d: Demo, key: str, who: User, amount: int, when: datetime, *, reward: RewardTier | None = None,
+          bank_asks_to_confirm: bool = False, **public: Any) -> Made:
+    """A card gift (keep-it-all) or pledge (all-or-nothing): the hosted page, then what the
+    processor reports once the contributor has filled it in. ``bank_asks_to_confirm``: the
+    pledge's charge at the deadline will need the backer to authenticate."""
+    made, campaign = Made(), d.campaigns[key]
+    address = d.address(who) if reward is not None and reward.needs_shipping else ""
+
+    def give() -> None:
+        c, _page = contribute(d.session, campaign_id=campaign.id, contributor_id=who.id, contributor_email=who.email,
+                              amount=amount, payment_method="card", policy=d.policy,
+                              reward_id=reward.id if reward else None, shipping_address=address,
+                              gateway=d.gateway, urls=d.urls(campaign.id), now=when, **public)
+        if bank_asks_to_confirm:
+            d.gateway.needs_authentication.add(c.reference)
+        assert c.stripe_checkout_id is not None
+        state = d.gateway.complete(c.stripe_checkout_id)
+        made.contribution = apply_checkout(d.session, state, gateway=d.gateway, policy=d.policy,
+                                           now=when + timedelta(minutes=3))
+
+    d.on(when, give)
+    return made
+
+
+def _offline(d: Demo, key: str, who: User, amount: int, method: str, when: datetime, *,
+             received_at: datetime | None = None, received: int | None = None, reward: RewardTier | None = None,
+             **public: Any) -> Made:
+    """A transfer, cheque or cash promised, then confirmed by the treasurer when ``received_at``
+    is given (for ``received`` when less came than promised)."""
+    made, campaign = Made(), d.campaigns[key]
+    address = d.address(who) if reward is not None and reward.needs_shipping else ""
+
+    def promise() -> None:
+        made.contribution, _page = contribute(
+            d.session, campaign_id=campaign.id, contributor_id=who.id, contributor_email=who.email, amount=amount,
+            payment_method=method, policy=d.policy, reward_id=reward.id if reward else None,
+            shipping_address=address, now=when, **public)
+
+    d.on(when, promise)
+    if received_at is not None:
+        d.on(received_at, lambda: confirm_offline(d.session, made.c.id, actor_id=d.treasurer.id, policy=d.policy,
+                                                  amount=received, now=received_at))
+    return made
+
+
+def _gifts(d: Demo, key: str, backers: Sequence[User], first: int, last: int, *,
+           rewards: Sequence[RewardTier] = ()) -> list[Made]:
+    """Card gifts of modest amounts from ``backers``; some take the best reward they reach."""
+    made = []
+    for who, when in zip(backers, d.moments(first, last, len(backers)), strict=True):
+        amount = d.rng.choice(AMOUNTS)
+        reachable = [r for r in rewards if r.amount <= amount and r.stock is None]
+        reward = reachable[-1] if reachable and d.rng.random() < 0.4 else None
+        made.append(_card(d, key, who, amount, when, reward=reward, **d.public(key, who)))
+    return made
+
+
+def _pre_sales(d: Demo, key: str, backers: Sequence[User], counts: Sequence[int], first: int,
+               last: int) -> list[Made]:
+    """Card pledges for reward tiers: ``counts[i]`` backers take tier ``i``, some add a tip."""
+    tiers = [tier for tier, n in zip(d.rewards[key], counts, strict=True) for _ in range(n)]
+    d.rng.shuffle(tiers)
+    return [_card(d, key, who, tier.amount + d.rng.choice((0, 0, 0, 500, 1000)), when, reward=tier,
+                  **d.public(key, who))
+            for who, tier, when in zip(backers, tiers, d.moments(first, last, len(tiers)), strict=True)]
+
+
+def _settle(d: Demo, key: str, when: datetime, expected: str) -> None:
+    """Settlement as the scheduled job ran it at ``when``, here in the demo's transaction."""
+    campaign = d.campaigns[key]
+
+    def run() -> None:
+        report = settle(lambda work: work(d.session), policy=d.policy, gateway=d.gateway, now=when,
+                        campaign_ids=[campaign.id])
+        outcome = report.campaigns.get(campaign.id)
+        if outcome is None or outcome.status != expected or report.errors:
+            raise RuntimeError(f"demo: campaign {campaign.id} settled as {outcome}, not {expected}")
+
+    d.on(when, run)
+
+
+def _news(d: Demo, key: str, when: datetime, title: str, body: str, followers: Sequence[User] = ()) -> None:
+    """People who follow the campaign (in the days before), then the holder's news."""
+    campaign = d.campaigns[key]
+    for n, who in enumerate(followers):
+        since = when - timedelta(days=1 + n, hours=n)
+        d.on(since, lambda who=who, since=since: follow(d.session, campaign.id, who.id, now=since))
+    d.on(when, lambda: post_update(d.session, campaign, author_id=d.holder.id, title=title, body=body, now=when))
+
+
+# --------------------------------------------------------------------------- the campaigns' stories
+
+
+def _jardin(d: Demo) -> None:
+    """Keep-it-all, ended five weeks ago: settled, then paid to the association by transfer."""
+    key = "jardin"
+    backers = d.rng.sample(d.backers, 26)
+    _gifts(d, key, backers[:21], -94, -36)
+    _card(d, key, d.donor, 5000, d.at(-60, 20, 12), message="Pour les enfants de l'école d'à côté.")
+    _offline(d, key, backers[21], 15000, "transfer", d.at(-70, 11), received_at=d.at(-67, 9, 30),
+             message="De la part de toute la famille.")
+    # Promised 100 EUR by transfer; 75 arrived.
+    _offline(d, key, backers[22], 10000, "transfer", d.at(-50, 18), received_at=d.at(-46, 9, 30), received=7500)
+    for n, (who, amount) in enumerate(zip(backers[23:], (2000, 1000, 3000), strict=True)):  # at the stand
+        _offline(d, key, who, amount, "cash", d.at(-45, 15, 10 * n), received_at=d.at(-45, 19),
+                 **d.public(key, who))
+    _news(d, key, d.at(-52, 18), "Les bacs sont montés",
+          "Merci à la vingtaine de voisins venus samedi : les six premiers bacs sont en place et remplis de terre.",
+          followers=backers[:4])
+    _settle(d, key, d.at(-34, 6), "succeeded")
+    _treasury(d, "processor.payout", PROCESSOR, d.at(-33, 8), "Virement du prestataire de paiement vers la banque")
+    paid_at = d.at(-30, 10)
+    d.on(paid_at, lambda: pay_out(d.session, d.campaigns[key].id, actor=Actor.TREASURER, actor_id=d.treasurer.id,
+                                  reference=f"VIR-{paid_at:%Y%m%d}-BUERS-EN-VERT", now=paid_at))
+    _news(d, key, d.at(-28, 17), "Merci : les fonds sont arrivés",
+          "L'argent collecté est sur le compte de l'association. La cabane à outils sera construite en "
+          "décembre, et les classes de l'école Jules-Ferry viendront semer au printemps.")
+
+
+def _cine(d: Demo) -> None:
+    """All-or-nothing gift campaign that missed its goal: pledges released, a cheque given back."""
+    key = "cine"
+    backers = d.rng.sample(d.backers, 14)
+    _gifts(d, key, backers[:12], -74, -16)
+    _card(d, key, d.donor, 4000, d.at(-40, 21, 5), message="Courage, on y croit !")
+    cheque = _offline(d, key, backers[12], 10000, "cheque", d.at(-60, 14), received_at=d.at(-56, 10),
+                      message="Pour les séances du dimanche avec les enfants.")
+    _offline(d, key, backers[13], 5000, "transfer", d.at(-20, 19))  # never came
+    _news(d, key, d.at(-30, 18), "Le projecteur est choisi",
+          "Nous avons visité la salle avec un installateur : un projecteur numérique d'occasion fera l'affaire.",
+          followers=backers[:3])
+    _settle(d, key, d.at(-14, 6), "failed")
+    _news(d, key, d.at(-14, 18), "L'objectif n'est pas atteint : merci quand même",
+          "Aucune carte n'a été débitée et les chèques sont rendus. Nous reviendrons avec un projet plus modeste.")
+    refunded_at = d.at(-9, 11)
+    d.on(refunded_at, lambda: refund(d.session, cheque.c.id, actor_id=d.treasurer.id, now=refunded_at))
+
+
+def _brasserie(d: Demo) -> None:
+    """All-or-nothing pre-sale that reached its goal: pledges charged at the deadline, one
+    backer's bank asking them to confirm the payment."""
+    key, dozen = "brasserie", d.rewards["brasserie"][1]
+    backers = d.rng.sample(d.backers, 28)
+    _pre_sales(d, key, backers[:25], (12, 9, 4), -58, -6)
+    _card(d, key, backers[25], 3000, d.at(-41, 20, 35), reward=d.rewards[key][0], bank_asks_to_confirm=True,
+          **d.public(key, backers[25]))
+    _card(d, key, d.donor, dozen.amount, d.at(-33, 12, 40), reward=dozen,
+          message="Je passerai chercher mon coffret à vélo.")
+    _offline(d, key, backers[26], dozen.amount, "transfer", d.at(-20, 9), received_at=d.at(-17, 9, 30),
+             reward=dozen)
+    _news(d, key, d.at(-25, 19), "La recette est prête",
+          "Une blonde légère au houblon de l'Ain : la recette est arrêtée, il ne manque plus que le refroidisseur.",
+          followers=backers[:5])
+    _settle(d, key, d.at(-4, 6), "succeeded")
+    _news(d, key, d.at(-4, 12), "Objectif atteint, on brasse !",
+          "Les cartes ont été débitées ce matin. Si votre banque vous demande de confirmer le paiement, "
+          "suivez le lien reçu par e-mail. Les coffrets seront prêts dans six semaines.")
+
+
+def _cagette(d: Demo) -> None:
+    """Keep-it-all gift campaign, live: cards, transfers and cash, a refund and a dispute."""
+    key, (tote, basket) = "cagette", d.rewards["cagette"]
+    backers = d.rng.sample(d.backers, 22)
+    gifts = _gifts(d, key, backers[:14], -29, -1, rewards=(tote,))
+    others = iter(backers[14:])
+    for when in (d.at(-24, 12, 15), d.at(-10, 18, 30)):
+        who = next(others)
+        _card(d, key, who, basket.amount, when, reward=basket, **d.public(key, who))
+    _card(d, key, d.donor, 3000, d.at(-12, 20, 45), reward=tote, message="Hâte de venir faire mes courses chez vous.")
+    # 150 EUR typed for 50: the treasurer gives 100 back through the processor.
+    typo, refunded_at = _card(d, key, next(others), 15000, d.at(-21, 22, 10)), d.at(-20, 9, 15)
+    d.on(refunded_at, lambda: refund(d.session, typo.c.id, actor_id=d.treasurer.id, amount=10000, gateway=d.gateway,
+                                     reason="meant 50 EUR", now=refunded_at))
+    # A charge the card holder did not recognise: disputed, and lost.
+    disputed, disputed_at = _card(d, key, next(others), 7500, d.at(-25, 23, 50), anonymous=True), d.at(-6, 8)
+    d.on(disputed_at, lambda: apply_dispute(
+        d.session, d.gateway.lose_dispute(str(disputed.c.stripe_payment_intent_id)), now=disputed_at))
+    _offline(d, key, next(others), 12000, "transfer", d.at(-26, 10), received_at=d.at(-23, 9, 30),
+             message="Pour la chambre froide !")
+    # Promised 40 EUR in cash at the Saturday distribution; 35 in the envelope.
+    who = next(others)
+    _offline(d, key, who, 4000, "cash", d.at(-15, 11), received_at=d.at(-15, 13), received=3500, **d.public(key, who))
+    lost, given_up_at = _offline(d, key, next(others), 5000, "transfer", d.at(-18, 20)), d.at(-4, 10)
+    d.on(given_up_at, lambda: cancel_pending(d.session, lost.c.id, reason="transfer never received", now=given_up_at))
+    # Awaited: the treasurer's queue.
+    _offline(d, key, d.donor, 5000, "transfer", d.at(-3, 19, 20))
+    who = next(others)
+    _offline(d, key, who, 10000, "transfer", d.at(-2, 8, 5), **d.public(key, who))
+    handed_out_at = d.at(-5, 11)
+
+    def hand_out_bags() -> None:
+        for c in (made.contribution for made in gifts):  # those made by then
+            if c is not None and c.reward_id == tote.id and c.created_at <= handed_out_at - timedelta(days=2):
+                set_fulfilment(d.session, c, "delivered", now=handed_out_at)
+
+    d.on(handed_out_at, hand_out_bags)
+    _news(d, key, d.at(-10, 18), "La chambre froide est commandée",
+          "Grâce à vos premiers dons, la chambre froide est commandée : livraison prévue avant la fin du mois.",
+          followers=[*backers[:5], d.donor])
+
+
+def _recycleur(d: Demo) -> None:
+    """Keep-it-all, live: twelve cheques (600 EUR in all), some deposited, more awaited."""
+    key, amounts = "recycleur", (2000, 3000, 5000, 8000, 5000, 3000, 2000, 10000, 4000, 6000, 5000, 7000)
+    backers = d.rng.sample(d.backers, 15)
+    for who, amount, when in zip(backers[:12], amounts, d.moments(-29, -6, len(amounts)), strict=True):
+        _offline(d, key, who, amount, "cheque", when, received_at=when + timedelta(days=3), **d.public(key, who))
+    _treasury(d, "cheque.deposit", CHEQUES, d.at(-15, 16), "Remise de chèques en banque")
+    _offline(d, key, backers[12], 3000, "cheque", d.at(-3, 18), message="Un chèque pour la caisse à outils.")
+    _offline(d, key, backers[13], 2000, "cheque", d.at(-2, 19))
+    _offline(d, key, backers[14], 1500, "cash", d.at(-1, 18, 30), **d.public(key, backers[14]))
+    _news(d, key, d.at(-8, 20), "L'atelier ouvre aussi le samedi",
+          "Trois nouveaux bénévoles nous ont rejoints : l'atelier ouvre désormais le samedi après-midi.",
+          followers=backers[:3])
+
+
+def _cantine(d: Demo) -> None:
+    """All-or-nothing gift campaign, live: saved cards waiting for the deadline."""
+    key = "cantine"
+    backers = d.rng.sample(d.backers, 18)
+    _gifts(d, key, backers[:16], -29, -1)
+    _card(d, key, d.donor, 5000, d.at(-19, 13, 5), message="Bon courage à toute l'équipe.")
+    _offline(d, key, backers[16], 20000, "transfer", d.at(-15, 9), received_at=d.at(-12, 9, 30),
+             message="De la part du conseil de quartier.")
+    _offline(d, key, backers[17], 2500, "cheque", d.at(-2, 17))
+    _news(d, key, d.at(-7, 18), "La première équipe est recrutée",
+          "Six personnes commencent leur formation en cuisine le mois prochain. Merci de faire connaître la "
+          "campagne autour de vous !", followers=backers[:4])
+
+
+def _polar(d: Demo) -> None:
+    """All-or-nothing pre-sale, live: the numbered prints nearly sold out."""
+    key = "polar"
+    backers = d.rng.sample(d.backers, 27)
+    _pre_sales(d, key, backers[:26], (9, 6, 10, 1), -19, -1)
+    signed, prints = d.rewards[key][1], d.rewards[key][2]
+    _card(d, key, d.donor, signed.amount, d.at(-11, 9, 50), reward=signed, message="Vivement l'album !")
+    _offline(d, key, backers[26], prints.amount, "transfer", d.at(-2, 12), reward=prints)  # awaited
+    _news(d, key, d.at(-5, 18), "Les premières planches sont encrées",
+          "Les vingt premières pages sont terminées. Il ne reste qu'un tirage d'art numéroté !",
+          followers=[*backers[:4], d.donor])
+
+
+# --------------------------------------------------------------------------- treasury and round-ups
 
 
 def _open(session: Session, code: str, owner: tuple[str, int] | None = None, name: str | None = None,
@@ -76,36 +751,6 @@ def _open(session: Session, code: str, owner: tuple[str, int] | None = None, nam
     )
 
 
-def _people_and_campaigns(session: Session, start: date) -> tuple[list[int], list[int]]:
-    """Demo people, partner shops, and three campaigns approved by the admin; returns the
-    campaigns' fund account ids and the shops' ids."""
-    users = {email: people.register_user(session, email=email, password=DEMO_PASSWORD, display_name=name,
-                                         roles=roles, confirmed=True)
-             for email, name, roles in PEOPLE}
-    shops = [credentials.create_shop(session, name) for name in SHOPS]
-    people.grant_role(session, users["boulangerie@example.org"], Role.SHOP, shop=shops[0])
-    holder, admin = users["porteuse@example.org"], users["admin@example.org"]
-    opened = datetime.combine(start, time(9), UTC)
-    funds = []
-    for n, terms in enumerate(CAMPAIGNS):
-        campaign = create_campaign(session, holder_id=holder.id, kind="donation", now=opened,
-                                   deadline_at=opened + timedelta(days=60 + 15 * n), **terms)
-        transition(session, campaign.id, "submit", actor=Actor.HOLDER, actor_id=holder.id, now=opened)
-        transition(session, campaign.id, "approve", actor=Actor.ADMIN, actor_id=admin.id, now=opened)
-        funds.append(campaign.fund_account_id)
-    return funds, [shop.id for shop in shops]
-
-
-def _accounts(session: Session, funds: list[int], shops: list[int]) -> dict[str, Account]:
-    accounts = {code: _open(session, code) for code in ("512", "511", "530", "4671", "627", "706", "864", "875")}
-    for n, account_id in enumerate(funds, start=1):
-        accounts[f"fund{n}"] = session.get(Account, account_id)
-    for n, shop_id in enumerate(shops, start=1):
-        accounts[f"shop{n}"] = _open(session, "4672", ("shop", shop_id), f"Arrondis à reverser : {SHOPS[n - 1]}")
-    accounts["pool"] = _open(session, "4673", ("round", 1), "Cagnotte des arrondis, tour 1", shards=8)
-    return accounts
-
-
 def _entry(kind: str, day: date, memo: str, key: str, *legs: tuple[Account, int],
            ref: tuple[str, str] | None = None) -> EntryRequest:
     return EntryRequest(
@@ -115,50 +760,29 @@ def _entry(kind: str, day: date, memo: str, key: str, *legs: tuple[Account, int]
     )
 
 
-def _card_gifts(session: Session, a: dict[str, Account], rng: random.Random, start: date) -> list:
-    gifts = []
-    for n in range(40):
-        day = start + timedelta(days=n // 3)
-        amount = rng.choice([1000, 1500, 2000, 2500, 3000, 5000, 10000])
-        gift = post_entry(session, _entry(
-            "gift.card", day, f"Don par carte n°{n + 1}", MARKER_KEY if n == 0 else f"demo:v1:gift:{n}",
-            (a["4671"], amount), (a["fund1"], -amount), ref=("contribution", f"demo-{n + 1}")))
-        processor_fee = amount * 14 // 1000 + 25
-        post_entry(session, _entry("fee.processor", day, "Frais du prestataire de paiement",
-                                   f"demo:v1:pfee:{n}", (a["627"], processor_fee), (a["4671"], -processor_fee)))
-        platform_fee = amount * 5 // 100
-        post_entry(session, _entry("fee.platform", day, "Commission de la plateforme (5 %)",
-                                   f"demo:v1:fee:{n}", (a["fund1"], platform_fee), (a["706"], -platform_fee)))
-        gifts.append(gift)
-    return gifts
+def _treasury(d: Demo, kind: str, code: str, when: datetime, memo: str) -> None:
+    """Move all that ``code`` holds at ``when`` to the bank: the processor's payout, a deposit
+    of cheques. No service makes these yet; they are the platform's own money moving between
+    its accounts, no contribution's."""
+
+    def move() -> None:
+        source = d.session.get(Account, platform_account(d.session, code, "EUR"))
+        bank = d.session.get(Account, platform_account(d.session, BANK, "EUR"))
+        amount = get_balance(d.session, source.id).posted_normal
+        if amount > 0:
+            post_entry(d.session, _entry(kind, when.date(), memo, f"{KEY}:{kind}:{when.date()}", (bank, amount),
+                                         (source, -amount)), now=when)
+
+    d.on(when, move)
 
 
-def _cheques(session: Session, a: dict[str, Account], rng: random.Random, start: date) -> None:
-    """Twelve cheques for the bike workshop, then one deposit of all of them at the bank."""
-    total = 0
-    for n in range(12):
-        amount = rng.choice([2000, 3000, 5000, 8000])
-        total += amount
-        post_entry(session, _entry("gift.cheque", start + timedelta(days=n), f"Chèque reçu n°{n + 1}",
-                                   f"demo:v1:cheque:{n}", (a["511"], amount), (a["fund2"], -amount),
-                                   ref=("contribution", f"cq-{n}")))
-    post_entry(session, _entry("cheque.deposit", start + timedelta(days=14), "Remise de chèques en banque",
-                               "demo:v1:deposit", (a["512"], total), (a["511"], -total)))
-
-
-def _pledges(session: Session, a: dict[str, Account], rng: random.Random, start: date) -> None:
-    """All-or-nothing pledges: held, then seven captured, one released, two still pending."""
-    pledges = []
-    for n in range(10):
-        amount = rng.choice([1500, 2500, 4000])
-        pledges.append(post_entry(session, _entry(
-            "pledge.card", start + timedelta(days=n), f"Promesse de don n°{n + 1}", f"demo:v1:pledge:{n}",
-            (a["4671"], amount), (a["fund3"], -amount), ref=("contribution", f"pl-{n}")), pending=True))
-    settled_on = start + timedelta(days=20)
-    for n, pledge in enumerate(pledges[:7]):
-        post_pending(session, pledge.id, idempotency_key=f"demo:v1:capture:{n}", effective_on=settled_on)
-    void_pending(session, pledges[7].id, idempotency_key="demo:v1:release:7", effective_on=settled_on,
-                 memo="Carte refusée : promesse libérée")
+def _roundup_accounts(session: Session, shops: list[int]) -> dict[str, Account]:
+    accounts = {code: _open(session, code) for code in ("864", "875")}
+    accounts["512"] = session.get(Account, platform_account(session, BANK, "EUR"))
+    for n, shop_id in enumerate(shops, start=1):
+        accounts[f"shop{n}"] = _open(session, "4672", ("shop", shop_id), f"Arrondis à reverser : {SHOPS[n - 1]}")
+    accounts["pool"] = _open(session, "4673", ("round", 1), "Cagnotte des arrondis, tour 1", shards=8)
+    return accounts
 
 
 def _roundups(session: Session, a: dict[str, Account], rng: random.Random, start: date) -> None:
@@ -168,54 +792,76 @@ def _roundups(session: Session, a: dict[str, Account], rng: random.Random, start
         shop = a[f"shop{1 + n % 3}"]
         cents = rng.randint(1, 99)
         requests.append(_entry("roundup", start + timedelta(days=n // 300), f"Arrondi ticket {shop.owner_id}-{n}",
-                               f"demo:v1:roundup:{shop.owner_id}:{n}", (shop, cents), (a["pool"], -cents),
-                               ref=("shop", str(shop.owner_id))))
+                               MARKER_KEY if n == 0 else f"{KEY}:roundup:{shop.owner_id}:{n}",
+                               (shop, cents), (a["pool"], -cents), ref=("shop", str(shop.owner_id))))
     for batch in range(0, len(requests), 1000):
         post_entries(session, requests[batch:batch + 1000])
     bakery = str(a["shop1"].owner_id)
     declared = sum(leg.amount for r in requests if r.ref_id == bakery for leg in r.legs if leg.amount > 0)
     post_entry(session, _entry("shop.remittance", start + timedelta(days=11), "Virement de la boulangerie",
-                               "demo:v1:remit:1", (a["512"], declared), (a["shop1"], -declared)))
+                               f"{KEY}:remit:1", (a["512"], declared), (a["shop1"], -declared)))
 
 
-def load_demo(session: Session, today: date | None = None) -> bool:
-    """Load the demonstration books; False when they were already there."""
-    if session.scalar(select(Entry.id).where(Entry.idempotency_key == MARKER_KEY)) is not None:
+# --------------------------------------------------------------------------- loading
+
+
+def _loaded(session: Session) -> str | None:
+    """The marker of the demo already in the database, if any."""
+    return session.scalar(select(Entry.idempotency_key).where(Entry.idempotency_key.in_((MARKER_KEY,
+                                                                                        *OLDER_MARKERS))))
+
+
+def load_demo(session: Session, today: date | None = None, policy: Policy | None = None) -> bool:
+    """Load the demonstration books; False when they (or an older version) were already there."""
+    if _loaded(session) is not None:
         return False
     rng = random.Random(SEED)
-    start = (today or date.today()) - timedelta(days=30)
-    a = _accounts(session, *_people_and_campaigns(session, start))
-    gifts = _card_gifts(session, a, rng, start)
-    reverse_entry(session, gifts[3].id, idempotency_key="demo:v1:refund:3", effective_on=start + timedelta(days=5),
-                  memo="Remboursement à la demande du donateur")
-    _cheques(session, a, rng, start)
-    _pledges(session, a, rng, start)
+    today = today or date.today()
+    users, backers, shops = _people(session)
+    d = Demo(session=session, policy=policy or _policy(), gateway=DemoGateway(), rng=rng, today=today,
+             people=users, backers=backers)
+    _campaigns(d)
+    for story in (_jardin, _cine, _brasserie, _cagette, _recycleur, _cantine, _polar):
+        story(d)
+    d.run()
+    start = today - timedelta(days=30)
+    a = _roundup_accounts(session, shops)
     _roundups(session, a, rng, start)
-    post_entry(session, _entry("processor.payout", start + timedelta(days=21), "Virement Stripe vers la banque",
-                               "demo:v1:stripe-payout", (a["512"], 50000), (a["4671"], -50000)))
-    post_entry(session, _entry("payout", start + timedelta(days=25), "Reversement au porteur de La Cagette",
-                               "demo:v1:payout:1", (a["fund1"], 40000), (a["512"], -40000),
-                               ref=("campaign", str(a["fund1"].owner_id))))
     post_entry(session, _entry("volunteering", start + timedelta(days=26), "12 h de bénévolat de compétences",
-                               "demo:v1:volunteering", (a["864"], 12 * 2500), (a["875"], -12 * 2500)))
+                               f"{KEY}:volunteering", (a["864"], 12 * 2500), (a["875"], -12 * 2500)))
     return True
+
+
+def _euros(cents: int) -> str:
+    return f"{cents // 100:,} EUR".replace(",", " ")
 
 
 @click.command("demo")
 @click.option("--reset", is_flag=True, help="Drop every table, migrate again, then load the demo data.")
 @with_appcontext
 def demo_command(reset: bool) -> None:
-    """Load demonstration data (accounts, gifts, pledges, round-ups, payouts) once."""
+    """Load demonstration data (people, campaigns and their contributions, round-ups) once."""
     if reset:
         db.session.remove()
         downgrade(revision="base")
         upgrade()
     loaded = run_in_transaction(db.session, load_demo)
     if not loaded:
-        click.echo("demo data already loaded", err=True)
+        if _loaded(db.session) in OLDER_MARKERS:
+            click.echo("an older version of the demo data is loaded; `fundraising demo --reset` replaces it",
+                       err=True)
+        else:
+            click.echo("demo data already loaded", err=True)
         return
+    campaigns = list(db.session.scalars(select(Campaign).order_by(Campaign.id)))
+    standing = progress(db.session, campaigns)
+    click.echo("demo campaigns:", err=True)
+    for c in campaigns:
+        click.echo(f"  {c.id:>2}  {c.status:<9} {c.kind:<8} {c.funding_model:<14} "
+                   f"{_euros(standing[c.id].total):>10} of {_euros(c.goal):>10}  {c.title}", err=True)
     click.echo("demo data loaded; demo accounts (for demonstrations only) sign in with the password "
                f"{DEMO_PASSWORD}:", err=True)
     for email, _name, roles in PEOPLE:
         extra = [f"shop ({SHOPS[0]})"] if email == "boulangerie@example.org" else []
         click.echo(f"  {email:<26} {', '.join([*roles, *extra])}", err=True)
+    click.echo(f"  and {len(BACKERS)} backers, such as {_ascii(BACKERS[0][0])}@example.org (contributor)", err=True)
