@@ -66,6 +66,8 @@ REFUNDED_FROM = {PaymentMethod.TRANSFER: BANK, PaymentMethod.CHEQUE: BANK, Payme
 #: can exceed what it holds; the processor then debits the bank), and the bank and the cash box,
 #: whose money the engine's books need not hold in full (opening balances, transfers between them).
 MAY_GO_NEGATIVE = frozenset({PROCESSOR, BANK, CASH})
+#: Every gift moves one of the platform's accounts: their balances are spread like a hot fund's.
+PLATFORM_SHARDS = 8
 
 
 def platform_account(session: Session, code: str, currency: str) -> int:
@@ -79,7 +81,8 @@ def platform_account(session: Session, code: str, currency: str) -> int:
     try:
         with session.begin_nested():
             return open_account(session, key=key, code=code, name=chart.name_fr, type=chart.type,
-                                currency=currency, allow_negative=code in MAY_GO_NEGATIVE).id
+                                currency=currency, allow_negative=code in MAY_GO_NEGATIVE,
+                                balance_shards=PLATFORM_SHARDS).id
     except IntegrityError:
         return session.scalar(select(Account.id).where(Account.key == key))
 

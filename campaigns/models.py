@@ -80,7 +80,7 @@ class Campaign(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
     transitions: Mapped[list[CampaignTransition]] = relationship(
-        back_populates="campaign", order_by="CampaignTransition.id", lazy="selectin"
+        back_populates="campaign", order_by="CampaignTransition.id", lazy="select"
     )
 
 

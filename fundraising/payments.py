@@ -13,9 +13,10 @@ from campaigns.contributions import CardTerms, CheckoutUrls, start_card_payment
 from campaigns.models import Campaign, Contribution, Status
 from campaigns.payments import Checkout, Gateway, StripeGateway
 from campaigns.policy import Policy
-from fundraising import mail
+from fundraising import jobs, mail
 from fundraising.extensions import db
 from fundraising.models import User
+from ledger import run_in_transaction
 
 
 def policy() -> Policy:
@@ -105,9 +106,20 @@ def _contribution_link(c: Contribution) -> str:
 
 
 def notify_contribution(event: str, contribution_id: int) -> None:
-    """Mail the contributor about ``event`` once the current transaction commits."""
+    """Mail the contributor about ``event`` once the current transaction commits: the message is
+    built by a job after the commit, not while the transaction holds its locks."""
+    if event in SUBJECTS:
+        jobs.enqueue(mail_contribution, event, contribution_id)
+
+
+def mail_contribution(event: str, contribution_id: int) -> None:
+    """The job behind :func:`notify_contribution` (inline after the commit, or on the worker)."""
+    run_in_transaction(db.session, lambda _s: _send_contribution_mail(event, contribution_id))
+
+
+def _send_contribution_mail(event: str, contribution_id: int) -> None:
     c = db.session.get(Contribution, contribution_id)
-    if c is None or event not in SUBJECTS:
+    if c is None:
         return
     person = db.session.get(User, c.contributor_id)
     campaign = db.session.get(Campaign, c.campaign_id)

@@ -216,7 +216,7 @@ def _known_campaign() -> None:
     """An unknown (or hidden) campaign is a 404 before any request body is read."""
     campaign_id = (request.view_args or {}).get("campaign_id")
     if campaign_id is not None:
-        visible_campaign(campaign_id)
+        g.campaign = visible_campaign(campaign_id)  # kept in the session's identity map for the view
 
 
 # --------------------------------------------------------------------------- campaigns

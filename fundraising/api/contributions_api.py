@@ -156,7 +156,7 @@ def _known_object() -> None:
     if args.get("contribution_id") is not None:
         readable(args["contribution_id"])
     elif args.get("campaign_id") is not None:
-        get_campaign(db.session, args["campaign_id"])
+        g.campaign = get_campaign(db.session, args["campaign_id"])  # kept: the view reads it again
 
 
 # --------------------------------------------------------------------------- giving
