@@ -89,6 +89,15 @@ RULES: dict[str, Rule] = {
     "dashboard.treasury": TREASURY,
     "dashboard.people": ADMIN,
     "dashboard.grant": ADMIN,
+    # running campaigns (object checks in the views: a holder sees only their own campaigns)
+    "manage.projects": rule(Role.HOLDER, Role.ADMIN),
+    "manage.new_project": rule(Role.HOLDER, Role.ADMIN),
+    "manage.project": rule(Role.HOLDER, Role.ADMIN),
+    "manage.backers_csv": rule(Role.HOLDER, Role.ADMIN),
+    "manage.moderation": ADMIN,
+    "manage.payments": TREASURY,
+    "manage.contribution": TREASURY,
+    "manage.payouts": TREASURY,
     # JSON API and its documents
     "api-docs.openapi_json": PUBLIC,
     "apidocs.docs": PUBLIC,

@@ -1,0 +1,211 @@
+"""The forms of the management pages (project holders, moderation, treasury), the words that
+name statuses and methods on them, and how campaign service errors become messages.
+
+Fields that hold money or dates are plain text fields parsed by the views: amounts with
+:func:`ledger.money.parse_major` (people type ``12,50``; never a float), dates as ISO days (the
+browser's date picker sends them). Labels are lazy, translated when a page is rendered.
+"""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, HiddenField, SelectField, StringField, SubmitField, TextAreaField
+from wtforms.fields import SelectChoice
+from wtforms.validators import DataRequired, Length, Optional
+
+from campaigns.models import ContributionStatus, FulfilmentStatus, FundingModel, Kind, PaymentMethod, Status
+from fundraising.forms import REQUIRED
+
+DATE_INPUT = {"type": "date"}
+MONEY_INPUT = {"inputmode": "decimal", "autocomplete": "off"}
+
+KIND_NAMES = {
+    Kind.DONATION.value: _l("Dons"),
+    Kind.REWARD.value: _l("Contreparties (prévente)"),
+    Kind.LOAN.value: _l("Prêts"),
+    Kind.EQUITY.value: _l("Capital"),
+}
+FUNDING_MODEL_NAMES = {
+    FundingModel.KEEP_IT_ALL.value: _l("Tout ce qui est collecté est reversé"),
+    FundingModel.ALL_OR_NOTHING.value: _l("Tout ou rien : reversé seulement si l'objectif est atteint"),
+}
+STATUS_NAMES = {
+    Status.DRAFT.value: _l("Brouillon"),
+    Status.SUBMITTED.value: _l("En attente de validation"),
+    Status.LIVE.value: _l("En ligne"),
+    Status.REJECTED.value: _l("Refusée"),
+    Status.SUCCEEDED.value: _l("Réussie"),
+    Status.FAILED.value: _l("Échouée"),
+    Status.CANCELLED.value: _l("Annulée"),
+    Status.PAID_OUT.value: _l("Reversée"),
+}
+ACTION_NAMES = {
+    "submit": _l("Soumettre à validation"),
+    "cancel": _l("Annuler la campagne"),
+    "reopen": _l("Reprendre le brouillon"),
+}
+CONTRIBUTION_STATUS_NAMES = {
+    ContributionStatus.PENDING.value: _l("En attente du paiement"),
+    ContributionStatus.PLEDGED.value: _l("Promesse (carte enregistrée)"),
+    ContributionStatus.REQUIRES_ACTION.value: _l("Confirmation bancaire demandée"),
+    ContributionStatus.PAID.value: _l("Payée"),
+    ContributionStatus.CANCELLED.value: _l("Annulée"),
+    ContributionStatus.REFUND_DUE.value: _l("Remboursement dû"),
+    ContributionStatus.REFUNDED.value: _l("Remboursée"),
+    ContributionStatus.DISPUTED.value: _l("Contestée"),
+}
+METHOD_NAMES = {
+    PaymentMethod.CARD.value: _l("Carte"),
+    PaymentMethod.TRANSFER.value: _l("Virement"),
+    PaymentMethod.CHEQUE.value: _l("Chèque"),
+    PaymentMethod.CASH.value: _l("Espèces"),
+}
+FULFILMENT_NAMES = {
+    FulfilmentStatus.NONE.value: _l("Sans contrepartie"),
+    FulfilmentStatus.TO_SEND.value: _l("À envoyer"),
+    FulfilmentStatus.SENT.value: _l("Envoyée"),
+    FulfilmentStatus.DELIVERED.value: _l("Livrée"),
+}
+
+
+def drop_nul(value: object) -> object:
+    """PostgreSQL text holds no NUL character: one typed or forged is dropped, never a 500."""
+    return value.replace("\x00", "") if isinstance(value, str) else value
+
+
+class ManageForm(FlaskForm):
+    """The base of these forms: every field's data goes through :func:`drop_nul`."""
+
+    class Meta:
+        def bind_field(self, form, unbound_field, options):  # type: ignore[no-untyped-def]
+            filters = [*unbound_field.kwargs.get("filters", ()), drop_nul]
+            return unbound_field.bind(form=form, filters=filters, **options)
+
+
+def _choices(names: dict[str, object], *values: str) -> list[SelectChoice]:
+    return [SelectChoice(str(value), names[str(value)]) for value in values]
+
+
+class CampaignForm(ManageForm):
+    """A campaign's terms, to create a draft or edit it. Field names are the service's."""
+
+    kind = SelectField(_l("Type de campagne"), choices=_choices(KIND_NAMES, Kind.DONATION, Kind.REWARD))
+    title = StringField(_l("Titre"), validators=[DataRequired(REQUIRED), Length(max=140)])
+    summary = StringField(_l("Résumé en une phrase"), validators=[Optional(), Length(max=300)])
+    story = TextAreaField(_l("Le projet, raconté"), validators=[Optional(), Length(max=20_000)],
+                          render_kw={"rows": 8})
+    image_url = StringField(_l("Adresse d'une image (https://…)"), validators=[Optional(), Length(max=500)],
+                            render_kw={"type": "url", "inputmode": "url"})
+    goal = StringField(_l("Objectif"), validators=[DataRequired(REQUIRED), Length(max=40)], render_kw=MONEY_INPUT)
+    deadline_at = StringField(_l("Date de fin"), validators=[DataRequired(REQUIRED), Length(max=10)],
+                              render_kw=DATE_INPUT)
+    funding_model = SelectField(_l("Mode de financement"), choices=_choices(
+        FUNDING_MODEL_NAMES, FundingModel.KEEP_IT_ALL, FundingModel.ALL_OR_NOTHING))
+    org_name = StringField(_l("Nom de l'organisation"), validators=[DataRequired(REQUIRED), Length(max=200)])
+    org_address = StringField(_l("Adresse de l'organisation"), validators=[Optional(), Length(max=300)])
+    org_identifier = StringField(_l("SIREN ou numéro RNA"), validators=[Optional(), Length(max=20)])
+    tax_deductible = BooleanField(_l("Les dons ouvrent droit à une réduction d'impôt"))
+    submit = SubmitField(_l("Enregistrer"))
+
+
+class ActionForm(ManageForm):
+    """One lifecycle step: the button pressed names it."""
+
+    action = HiddenField(validators=[DataRequired()])
+    reason = StringField(_l("Raison"), validators=[Optional(), Length(max=1000)])
+
+
+class RewardForm(ManageForm):
+    title = StringField(_l("Titre de la contrepartie"), validators=[DataRequired(REQUIRED), Length(max=140)])
+    description = TextAreaField(_l("Description"), validators=[Optional(), Length(max=5000)], render_kw={"rows": 3})
+    amount = StringField(_l("À partir de"), validators=[DataRequired(REQUIRED), Length(max=40)],
+                         render_kw=MONEY_INPUT)
+    stock = StringField(_l("Nombre disponible"), validators=[Optional(), Length(max=12)],
+                        render_kw={"inputmode": "numeric", "autocomplete": "off"})
+    counterpart_value = StringField(_l("Valeur de la contrepartie"), validators=[Optional(), Length(max=40)],
+                                    render_kw=MONEY_INPUT)
+    estimated_delivery = StringField(_l("Livraison estimée"), validators=[Optional(), Length(max=10)],
+                                     render_kw=DATE_INPUT)
+    needs_shipping = BooleanField(_l("À expédier par la poste (une adresse sera demandée)"))
+    submit = SubmitField(_l("Ajouter la contrepartie"))
+
+
+class NewsForm(ManageForm):
+    title = StringField(_l("Titre de la nouvelle"), validators=[DataRequired(REQUIRED), Length(max=140)])
+    body = TextAreaField(_l("Texte"), validators=[DataRequired(REQUIRED), Length(max=20_000)], render_kw={"rows": 6})
+    submit = SubmitField(_l("Publier et envoyer"))
+
+
+class FulfilmentForm(ManageForm):
+    contribution_id = HiddenField(validators=[DataRequired()])
+    fulfilment = SelectField(_l("Envoi"), choices=_choices(
+        FULFILMENT_NAMES, FulfilmentStatus.TO_SEND, FulfilmentStatus.SENT, FulfilmentStatus.DELIVERED))
+
+
+class ModerationForm(ManageForm):
+    campaign_id = HiddenField(validators=[DataRequired()])
+    action = HiddenField(validators=[DataRequired()])
+    reason = TextAreaField(_l("Raison (obligatoire pour refuser ou annuler)"),
+                           validators=[Optional(), Length(max=1000)], render_kw={"rows": 2})
+
+
+class RowForm(ManageForm):
+    """One row's action in a treasury queue: confirm (with the amount received), cancel or refund."""
+
+    contribution_id = HiddenField(validators=[DataRequired()])
+    action = HiddenField(validators=[DataRequired()])
+    amount = StringField(_l("Montant reçu"), validators=[Optional(), Length(max=40)], render_kw=MONEY_INPUT)
+
+
+class RefundForm(ManageForm):
+    amount = StringField(_l("Montant à rembourser"), validators=[Optional(), Length(max=40)], render_kw=MONEY_INPUT)
+    reason = StringField(_l("Motif"), validators=[Optional(), Length(max=200)])
+    submit = SubmitField(_l("Rembourser"))
+
+
+class PayoutForm(ManageForm):
+    campaign_id = HiddenField(validators=[DataRequired()])
+    reference = StringField(_l("Référence du virement"), validators=[Optional(), Length(max=140)])
+
+
+# --------------------------------------------------------------------------- service errors
+
+#: The reader's words for a campaign service error, by its code and the field it names.
+MESSAGES = {
+    ("invalid-campaign", "title"): _l("Un titre comporte de 3 à 140 caractères."),
+    ("invalid-campaign", "kind"): _l("Choisissez le type de campagne."),
+    ("invalid-campaign", "goal"): _l("L'objectif est un montant positif."),
+    ("invalid-campaign", "currency"): _l("Cette monnaie n'est pas prise en charge."),
+    ("invalid-campaign", "funding_model"): _l("Choisissez un mode de financement."),
+    ("invalid-campaign", "deadline_at"): _l("La date de fin doit être dans le futur."),
+    ("invalid-campaign", "tax_deductible"): _l(
+        "Seuls les dons ouvrent droit à une réduction d'impôt : pas une prévente avec contreparties."),
+    ("invalid-campaign", "org_name"): _l("Le nom de l'organisation est obligatoire (200 caractères au plus)."),
+    ("invalid-campaign", "org_identifier"): _l("Un SIREN a 9 chiffres ; un numéro RNA, W suivi de 9 chiffres."),
+    ("invalid-campaign", "status"): _l("Cette campagne n'est plus modifiable dans son état actuel."),
+    ("invalid-campaign", "reason"): _l("Donnez la raison du refus : elle sera transmise au porteur du projet."),
+    ("invalid-campaign", "body"): _l("La nouvelle a besoin d'un texte (20 000 caractères au plus)."),
+    ("transition-not-allowed", "status"): _l("Cette étape n'est pas possible pour la campagne dans son état actuel."),
+    ("invalid-reward", "campaign_id"): _l("Cette campagne ne prend plus de nouvelle contrepartie."),
+    ("invalid-reward", "title"): _l("Le titre d'une contrepartie comporte de 3 à 140 caractères."),
+    ("invalid-reward", "amount"): _l("Le montant minimum est un montant positif."),
+    ("invalid-reward", "stock"): _l("Un nombre entier de 1 à 1 000 000, ou rien pour un stock illimité."),
+    ("invalid-reward", "counterpart_value"): _l("La valeur d'une contrepartie est un montant positif ou nul."),
+    ("contribution-state", "status"): _l("Cette contribution a changé d'état entre-temps : rien n'a été fait."),
+    ("contribution-state", "amount"): _l(
+        "Le fonds de la campagne ne détient plus cet argent (déjà reversé) : remboursement impossible ici."),
+    ("contribution-state", "fulfilment"): _l("Cette contribution n'a pas de contrepartie à envoyer."),
+    ("invalid-contribution", "fulfilment"): _l("Choisissez un état d'envoi de la liste."),
+    ("invalid-contribution", "reference"): _l("Donnez la référence du virement (3 à 140 caractères)."),
+    ("payment-unavailable", "payment_method"): _l(
+        "Le remboursement d'une carte passe par le prestataire de paiement, qui n'est pas configuré."),
+    ("payment-failed", "payment_method"): _l(
+        "Le prestataire de paiement a refusé ou n'a pas répondu : rien n'a été enregistré. Réessayez plus tard."),
+    ("nothing-to-pay-out", "amount"): _l("Le fonds de cette campagne ne contient rien à reverser."),
+    ("nothing-to-pay-out", "status"): _l("Cette campagne n'est pas à reverser dans son état actuel."),
+    ("campaign-closed", "campaign_id"): _l("Cette campagne n'a pas encore de fonds ouvert."),
+    ("insufficient-funds", "postings"): _l(
+        "Un compte de la plateforme ne détient pas cet argent (par exemple des chèques reçus mais pas encore "
+        "déposés en banque) : rien n'a été enregistré."),
+}
