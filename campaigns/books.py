@@ -87,13 +87,13 @@ def platform_account(session: Session, code: str, currency: str) -> int:
         return session.scalar(select(Account.id).where(Account.key == key))
 
 
-def _request(kind: str, key: str, on: date, memo: str, legs: list[tuple[int, int]],
+def _request(kind: str, key: str | None, on: date, memo: str, legs: list[tuple[int, int]],
              ref: tuple[str, str]) -> EntryRequest:
     return EntryRequest(kind=kind, legs=tuple(Leg(a, n) for a, n in legs), effective_on=on, memo=memo[:2000],
                         ref_type=ref[0], ref_id=ref[1], idempotency_key=key)
 
 
-def money_in(session: Session, c: Contribution, fund: int, amount: int, on: date, *, key: str,
+def money_in(session: Session, c: Contribution, fund: int, amount: int, on: date, *, key: str | None,
              kind: str, memo: str) -> EntryRequest:
     """A gift or pledge entering the campaign's fund from where the money arrives."""
     asset = platform_account(session, RECEIVED_ON[PaymentMethod(c.payment_method)], c.currency)

@@ -49,6 +49,7 @@ from campaigns.policy import Policy
 from campaigns.services import get_campaign
 from ledger import Entry, get_balance, post_entry, post_pending, reverse_entry, void_pending
 from ledger.money import MAX_AMOUNT, is_currency
+from ledger.posting import new_entry_id
 
 log = logging.getLogger(__name__)
 
@@ -224,14 +225,15 @@ def contribute(session: Session, *, campaign_id: int, contributor_id: int, contr
         fulfilment=FulfilmentStatus.TO_SEND.value if reward else FulfilmentStatus.NONE.value,
         wants_updates=bool(wants_updates), paid_amount=0, refunded_amount=0, fee_amount=0,
         stripe_checkout_id=checkout.id if checkout else None, created_at=now, updated_at=now,
+        pending_entry_id=new_entry_id() if method in OFFLINE_METHODS else None,
     )
     session.add(c)
     session.flush()
     if method in OFFLINE_METHODS:
-        entry = post_entry(session, books.money_in(
-            session, c, _fund(campaign), amount, now.date(), key=f"contribution:{c.id}:expected",
-            kind=f"gift.{method.value}", memo=f"{c.reference}: {method.value} awaited"), pending=True, now=now)
-        c.pending_entry_id = entry.id
+        # No idempotency key: the entry is made once with its contribution, in the same transaction.
+        post_entry(session, books.money_in(
+            session, c, _fund(campaign), amount, now.date(), key=None, kind=f"gift.{method.value}",
+            memo=f"{c.reference}: {method.value} awaited"), pending=True, now=now, entry_id=c.pending_entry_id)
     return c, checkout.url if checkout else None
 
 

@@ -70,6 +70,7 @@ ONCE_PREFIX = "fundraising:jobs:once:"
 MEMORY_GUARD_SIZE = 10_000
 #: What RQ accepts as a job id, with a bound on its length.
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_COMMITTED = "fundraising.after_commit.committed"
 _PENDING = "fundraising.jobs.after_commit"
 
 
@@ -164,11 +165,9 @@ def _install_session_hooks() -> None:
 def _on_commit(session: Session) -> None:
     if session.get_nested_transaction() is not None:
         return  # a savepoint was released; the real commit is still to come
-    for pending in session.info.pop(_PENDING, []):
-        try:
-            pending.callback()
-        except Exception:
-            logger.exception("after-commit callback %r failed", pending.callback)
+    # Run once the transaction has ended and its connection is back in the pool (see below): a
+    # callback that needs the database must not hold a second connection while the first waits.
+    session.info.setdefault(_COMMITTED, []).extend(session.info.pop(_PENDING, []))
 
 
 def _on_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
@@ -178,8 +177,14 @@ def _on_rollback(session: Session, previous_transaction: SessionTransaction) -> 
 
 
 def _on_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:
-        session.info.pop(_PENDING, None)  # closed without a commit: nothing may run
+    if transaction.parent is not None:
+        return
+    session.info.pop(_PENDING, None)  # closed without a commit: nothing may run
+    for pending in session.info.pop(_COMMITTED, []):
+        try:
+            pending.callback()
+        except Exception:
+            logger.exception("after-commit callback %r failed", pending.callback)
 
 
 def _inside(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:

@@ -516,9 +516,10 @@ def _insert_entry(
     pending_id: uuid.UUID | None = None,
     reverses_id: uuid.UUID | None = None,
     now: datetime | None = None,
+    entry_id: uuid.UUID | None = None,
 ) -> PostedEntry:
     """Insert the postings, then the entry row that seals them (the database checks the seal)."""
-    entry_id = new_entry_id()
+    entry_id = entry_id or new_entry_id()
     created_at = now or utcnow()
     postings = tuple(
         PostingView(leg.account_id, leg.amount, accounts[leg.account_id].currency) for leg in request.legs
@@ -593,10 +594,12 @@ def load_entry(session: Session, entry_id: uuid.UUID, *, replayed: bool = False)
 
 
 def post_entry(
-    session: Session, request: EntryRequest, *, pending: bool = False, now: datetime | None = None
+    session: Session, request: EntryRequest, *, pending: bool = False, now: datetime | None = None,
+    entry_id: uuid.UUID | None = None,
 ) -> PostedEntry:
     """Record a balanced entry. With ``pending=True`` the amounts are reserved (pending
-    balances) until :func:`post_pending` or :func:`void_pending` resolves the entry."""
+    balances) until :func:`post_pending` or :func:`void_pending` resolves the entry.
+    ``entry_id`` (from :func:`new_entry_id`) lets a caller name the entry before it exists."""
     validate_request(request)
     phase = Phase.PENDING if pending else Phase.POSTED
     digest = request_hash(phase, request)
@@ -608,7 +611,7 @@ def post_entry(
         return _replay(session, existing, digest)
     _check_accounts(request, accounts)
     _apply_deltas(session, accounts, _deltas(request.legs, phase))
-    return _insert_entry(session, phase, request, accounts, digest, now=now)
+    return _insert_entry(session, phase, request, accounts, digest, now=now, entry_id=entry_id)
 
 
 def _lock_entry(session: Session, entry_id: uuid.UUID) -> Entry:

@@ -11,8 +11,9 @@ from typing import Any
 
 import marshmallow as ma
 from flask import Response, make_response, request
-from sqlalchemy import Select, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Select, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from fundraising.authz import current_principal
@@ -49,10 +50,10 @@ def unit_of_work(view: Callable[..., Any]) -> Callable[..., Response]:
         def work(session: Session) -> Response:
             record = None
             if scope:
-                replay = _claim(session, scope, key, fingerprint)
-                if isinstance(replay, Response):
-                    return replay
-                record = replay
+                claimed = _claim(session, scope, key, fingerprint)
+                if isinstance(claimed, Response):
+                    return claimed
+                record = claimed
             response = make_response(view(*args, **kwargs))
             if record is not None:
                 _store(session, record, response)
@@ -104,32 +105,41 @@ def _fingerprint() -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
-def _claim(session: Session, scope: str, key: str, fingerprint: str) -> IdempotencyRecord | Response:
+def _claim(session: Session, scope: str, key: str, fingerprint: str) -> int | Response:
+    """Insert this request's record, or find the one already there: one statement when the key
+    is new (``INSERT ... ON CONFLICT DO NOTHING``, which waits for a concurrent holder of the key
+    to finish), a second to read the stored answer when it is not."""
+    dialect = session.get_bind().dialect.name
+    insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    claimed = session.scalar(
+        insert_(IdempotencyRecord)
+        .values(principal=scope, key=key, method=request.method, path=request.path[:500], request_hash=fingerprint,
+                status_code=PENDING_STATUS, content_type="", response_body="", created_at=datetime.now(UTC))
+        .on_conflict_do_nothing(index_elements=["principal", "key"])
+        .returning(IdempotencyRecord.id)
+    )
+    if claimed is not None:
+        return claimed
     existing = session.scalar(
         select(IdempotencyRecord).where(IdempotencyRecord.principal == scope, IdempotencyRecord.key == key)
     )
-    if existing is not None:
-        if existing.request_hash != fingerprint:
-            raise IdempotencyKeyReused("this Idempotency-Key was used with another request", field="Idempotency-Key")
-        response = Response(existing.response_body, status=existing.status_code, content_type=existing.content_type)
-        response.headers["Idempotent-Replayed"] = "true"
-        return response
-    record = IdempotencyRecord(principal=scope, key=key, method=request.method, path=request.path[:500],
-                               request_hash=fingerprint, status_code=PENDING_STATUS, content_type="",
-                               response_body="", created_at=datetime.now(UTC))
-    try:
-        with session.begin_nested():
-            session.add(record)
-    except IntegrityError:
-        raise RetryTransaction("a concurrent request holds this Idempotency-Key") from None
-    return record
+    if existing is None:  # the other holder rolled back between the two statements
+        raise RetryTransaction("a concurrent request held this Idempotency-Key")
+    if existing.request_hash != fingerprint:
+        raise IdempotencyKeyReused("this Idempotency-Key was used with another request", field="Idempotency-Key")
+    if existing.status_code == PENDING_STATUS:
+        raise RetryTransaction("a concurrent request holds this Idempotency-Key")
+    response = Response(existing.response_body, status=existing.status_code, content_type=existing.content_type)
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
 
 
-def _store(session: Session, record: IdempotencyRecord, response: Response) -> None:
-    record.status_code = response.status_code
-    record.content_type = response.content_type or "application/json"
-    record.response_body = response.get_data(as_text=True)
-    session.flush()
+def _store(session: Session, record_id: int, response: Response) -> None:
+    session.execute(
+        update(IdempotencyRecord).where(IdempotencyRecord.id == record_id)
+        .values(status_code=response.status_code, content_type=response.content_type or "application/json",
+                response_body=response.get_data(as_text=True))
+    )
 
 
 # --------------------------------------------------------------------------- cursor pages
