@@ -90,7 +90,8 @@ def create_reward(session: Session, campaign: Campaign, *, policy: Policy, title
     """A reward tier on a draft or live campaign. For a tax-deductible campaign the counterpart
     must respect the "valeur modique" rule for its minimum amount."""
     now = now or utcnow()
-    if Status(campaign.status) not in (Status.DRAFT, Status.SUBMITTED, Status.LIVE):
+    # Not while submitted: the admin approves the rewards they reviewed.
+    if Status(campaign.status) not in (Status.DRAFT, Status.LIVE):
         raise InvalidReward(f"a {campaign.status} campaign takes no new reward", field="campaign_id")
     title = (title or "").strip()
     if not 3 <= len(title) <= 140:
@@ -602,6 +603,8 @@ def apply_dispute(session: Session, dispute: Dispute, *, now: datetime | None = 
 def set_fulfilment(session: Session, c: Contribution, status: Any, *, now: datetime | None = None) -> Contribution:
     if c.reward_id is None:
         raise ContributionStateError("this contribution has no reward to send", field="fulfilment")
+    if c.status != S.PAID:
+        raise ContributionStateError(f"a {c.status} contribution's reward is not sent", field="fulfilment")
     if status not in {FulfilmentStatus.TO_SEND, FulfilmentStatus.SENT, FulfilmentStatus.DELIVERED}:
         raise InvalidContribution("fulfilment is to_send, sent or delivered", field="fulfilment")
     c.fulfilment, c.updated_at = str(status), now or utcnow()

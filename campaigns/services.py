@@ -89,6 +89,12 @@ def _validate(terms: dict[str, Any], now: datetime) -> None:
                               field="tax_deductible")
     if not 1 <= len((terms.get("org_name") or "").strip()) <= 200:
         raise InvalidCampaign("the organisation's name is required", field="org_name")
+    for name, longest in (("summary", 300), ("story", 50_000), ("org_address", 300)):
+        if len(terms.get(name) or "") > longest:
+            raise InvalidCampaign(f"{name} has at most {longest} characters", field=name)
+    image = terms.get("image_url")
+    if image and (not image.startswith("https://") or len(image) > 500 or any(c.isspace() for c in image)):
+        raise InvalidCampaign("an image address starts with https:// (500 characters at most)", field="image_url")
     identifier = terms.get("org_identifier")
     if identifier and not IDENTIFIER_RE.match(identifier):
         raise InvalidCampaign("a SIREN has 9 digits, an RNA number is W and 9 digits", field="org_identifier")
@@ -146,6 +152,8 @@ def transition(session: Session, campaign_id: int, action: str, *, actor: Actor,
         _validate({name: getattr(campaign, name) for name in EDITABLE_FIELDS}, now)
     if action == "reject" and not reason.strip():
         raise InvalidCampaign("a rejection gives its reason", field="reason")
+    if action == "cancel" and source == Status.LIVE and not reason.strip():
+        raise InvalidCampaign("cancelling a live campaign gives its reason: its backers are told", field="reason")
     if action == "approve":
         campaign.fund_account_id = _open_fund(session, campaign, now).id
     campaign.status = target.value

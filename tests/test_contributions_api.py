@@ -363,3 +363,23 @@ def test_reward_rows_respect_the_stock_check_in_the_database(world):
         with pytest.raises(IntegrityError):
             run_in_transaction(db.session, lambda s: s.execute(
                 update(RewardTier).where(RewardTier.id == reward["id"]).values(taken=3)))
+
+
+def test_rules_around_reviews_and_shipping(world):
+    draft = world.ok("holder", "POST", "/campaigns", {
+        "kind": "reward", "title": "Prévente", "goal": 5000, "deadline_at": SOON.isoformat(), "org_name": "X"}, 201)
+    bad_image = world.call("holder", "PATCH", f"/campaigns/{draft['id']}", {"image_url": "javascript:alert(1)"})
+    assert bad_image.status_code == 422 and "image_url" in bad_image.get_json()["errors"]
+    world.ok("holder", "POST", f"/campaigns/{draft['id']}/submit")
+    under_review = world.call("holder", "POST", f"/campaigns/{draft['id']}/rewards", {"title": "Affiche", "amount": 900})
+    assert under_review.status_code == 422 and "campaign_id" in under_review.get_json()["errors"]
+    world.ok("admin", "POST", f"/campaigns/{draft['id']}/approve")
+    reward = world.ok("holder", "POST", f"/campaigns/{draft['id']}/rewards", {"title": "Affiche", "amount": 900}, 201)
+    gift = world.give("ana", draft["id"], 1000, reward_id=reward["id"])
+    unpaid = world.call("holder", "POST", f"/contributions/{gift['id']}/fulfilment", {"fulfilment": "sent"})
+    assert unpaid.status_code == 409
+    world.ok("treasurer", "POST", f"/contributions/{gift['id']}/confirm")
+    assert world.ok("holder", "POST", f"/contributions/{gift['id']}/fulfilment", {"fulfilment": "sent"})[
+        "fulfilment"] == "sent"
+    silent = world.call("admin", "POST", f"/campaigns/{draft['id']}/cancel", {})
+    assert silent.status_code == 422 and "reason" in silent.get_json()["errors"]
