@@ -500,6 +500,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=WORKERS, help=f"gunicorn workers (default {WORKERS})")
     parser.add_argument("--threads", type=int, default=THREADS,
                         help=f"gunicorn threads per worker (default {THREADS})")
+    parser.add_argument("--redis-url", default="",
+                        help="run the engine as deployed, with its jobs (the contributor's mail) queued on this Redis "
+                        "database, which the benchmark empties at the end (e.g. redis://localhost:6379/13); "
+                        "default: no Redis, jobs run inline after each commit, inside the request")
     args = parser.parse_args(argv)
     if make_url(args.database_url).get_backend_name() != "postgresql":
         parser.error("--database-url must be postgresql://...")
@@ -522,7 +526,7 @@ def run(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, Any]
     servers: dict[str, Server] = {}
     try:
         secret_key = secrets.token_urlsafe(32)
-        env = server_env(db, secret_key)
+        env = server_env(db, secret_key, {"REDIS_URL": args.redis_url} if args.redis_url else None)
         instance = workdir / "instance"  # the outbox of the contributors' mails lands there
         # The application does not touch the database while it loads: its workers boot while the
         # schema is built and the campaign is made.
@@ -567,6 +571,10 @@ def run(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, Any]
         for server in servers.values():
             server.stop()
         db.drop()
+        if args.redis_url:
+            import redis
+
+            redis.Redis.from_url(args.redis_url).flushdb()
     for name, side in sides.items():
         results[name].update(errors=dict(side.tally.errors), error_samples=side.tally.error_samples,
                              peak_rss_mb=rss[name], server_log_tail=logs[name][-1000:] or None)
@@ -608,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": "donations_http", "unit": "gifts/s", "ours_per_s": ours["per_s"], "baseline_per_s": base["per_s"],
         "ratio": round(ratio, 3), "target": TARGET, "met": met, "quick": args.quick, "clients": args.clients,
         "workers": args.workers, "threads": args.threads, "server": outcome["settings"],
+        "jobs": "redis" if args.redis_url else "inline",
         "lost": lost, "duplicated": duplicated,
         "unacknowledged": sum(books[n]["unacknowledged"] for n in SIDES),
         "errors": sum(sum(results[n]["errors"].values()) for n in SIDES),
