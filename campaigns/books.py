@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,11 +70,14 @@ MAY_GO_NEGATIVE = frozenset({PROCESSOR, BANK, CASH})
 PLATFORM_SHARDS = 8
 
 
+_ACCOUNT_BY_KEY = select(Account.id).where(Account.key == bindparam("key"))
+
+
 def platform_account(session: Session, code: str, currency: str) -> int:
     """The platform's own account for ``code`` in ``currency`` (one per currency), opened on
     first use. Concurrent first uses open it once."""
     key = code if currency == "EUR" else f"{code}:{currency}"
-    found = session.scalar(select(Account.id).where(Account.key == key))
+    found = session.connection().execute(_ACCOUNT_BY_KEY, {"key": key}).scalar()
     if found is not None:
         return found
     chart = chart_account(code)

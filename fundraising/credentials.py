@@ -12,8 +12,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, contains_eager
 
 from fundraising.errors import InvalidInput, NotFound
 from fundraising.models import ApiToken, Shop, User
@@ -69,21 +69,34 @@ def resolve_bearer(session: Session, secret: str) -> Principal | None:
     """The principal behind a bearer secret, or None when it is unknown, revoked or expired."""
     if not secret or len(secret) > MAX_TOKEN_LENGTH or not secret.startswith((PERSONAL_PREFIX, SHOP_PREFIX)):
         return None
-    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest(secret)))
+    # One round trip: the token, its person and the person's roles (a shop's key loads its shop next).
+    # Every row is read (not ``first()``): each carries one of the person's roles.
+    rows = session.execute(_SELECT_BEARER, {"token_hash": digest(secret)}).unique().all()
     now = datetime.now(UTC)
-    if token is None or token.revoked_at is not None:
+    if not rows:
         return None
-    if token.expires_at is not None and token.expires_at <= now:
+    token_id, kind, shop_id, revoked_at, expires_at, user = rows[0]
+    if revoked_at is not None:
         return None
-    if token.kind == "shop":
-        shop = session.get(Shop, token.shop_id)
+    if expires_at is not None and expires_at <= now:
+        return None
+    if kind == "shop":
+        shop = session.get(Shop, shop_id)
         if shop is None or shop.status != "approved":
             return None
-        return Principal("shop", shop.id, shop=shop, token_id=token.id)
-    user = session.get(User, token.user_id)
+        return Principal("shop", shop.id, shop=shop, token_id=token_id)
     if user is None or not user.is_active:
         return None
-    return Principal("user", user.id, user=user, token_id=token.id)
+    return Principal("user", user.id, user=user, token_id=token_id)
+
+
+_SELECT_BEARER = (
+    select(ApiToken.id, ApiToken.kind, ApiToken.shop_id, ApiToken.revoked_at, ApiToken.expires_at, User)
+    .outerjoin(User, User.id == ApiToken.user_id)
+    .outerjoin(User.grants)
+    .options(contains_eager(User.grants))
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
 
 
 def revoke_token(session: Session, token_id: int, *, owner: Principal) -> ApiToken:

@@ -11,7 +11,7 @@ from typing import Any
 
 import marshmallow as ma
 from flask import Response, make_response, request
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -105,19 +105,32 @@ def _fingerprint() -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+_RECORDS = IdempotencyRecord.__table__
+#: Built once per dialect (a statement never changes; its values are bound per request).
+_CLAIM = {
+    name: insert_(_RECORDS)
+    .values(principal=bindparam("principal"), key=bindparam("key"), method=bindparam("method"),
+            path=bindparam("path"), request_hash=bindparam("request_hash"), status_code=PENDING_STATUS,
+            content_type="", response_body="", created_at=bindparam("created_at"))
+    .on_conflict_do_nothing(index_elements=["principal", "key"])
+    .returning(_RECORDS.c.id)
+    for name, insert_ in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
+}
+_STORE = (
+    update(_RECORDS).where(_RECORDS.c.id == bindparam("record_id"))
+    .values(status_code=bindparam("status_code"), content_type=bindparam("content_type"),
+            response_body=bindparam("response_body"))
+)
+
+
 def _claim(session: Session, scope: str, key: str, fingerprint: str) -> int | Response:
     """Insert this request's record, or find the one already there: one statement when the key
     is new (``INSERT ... ON CONFLICT DO NOTHING``, which waits for a concurrent holder of the key
     to finish), a second to read the stored answer when it is not."""
-    dialect = session.get_bind().dialect.name
-    insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    claimed = session.scalar(
-        insert_(IdempotencyRecord)
-        .values(principal=scope, key=key, method=request.method, path=request.path[:500], request_hash=fingerprint,
-                status_code=PENDING_STATUS, content_type="", response_body="", created_at=datetime.now(UTC))
-        .on_conflict_do_nothing(index_elements=["principal", "key"])
-        .returning(IdempotencyRecord.id)
-    )
+    connection = session.connection()
+    claimed = connection.execute(_CLAIM[connection.dialect.name], {
+        "principal": scope, "key": key, "method": request.method, "path": request.path[:500],
+        "request_hash": fingerprint, "created_at": datetime.now(UTC)}).scalar()
     if claimed is not None:
         return claimed
     existing = session.scalar(
@@ -135,11 +148,10 @@ def _claim(session: Session, scope: str, key: str, fingerprint: str) -> int | Re
 
 
 def _store(session: Session, record_id: int, response: Response) -> None:
-    session.execute(
-        update(IdempotencyRecord).where(IdempotencyRecord.id == record_id)
-        .values(status_code=response.status_code, content_type=response.content_type or "application/json",
-                response_body=response.get_data(as_text=True))
-    )
+    session.connection().execute(_STORE, {
+        "record_id": record_id, "status_code": response.status_code,
+        "content_type": response.content_type or "application/json",
+        "response_body": response.get_data(as_text=True)})
 
 
 # --------------------------------------------------------------------------- cursor pages
