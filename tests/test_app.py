@@ -104,8 +104,8 @@ def test_demo_loads_once_and_books_hold(demo_app):
     assert check.exit_code == 0, check.output
     with demo_app.app_context():
         kinds = {k for (k,) in db.session.execute(text("SELECT DISTINCT kind FROM ledger_entries"))}
-    assert {"gift.card", "pledge.card", "pledge.card.charged", "gift.cheque.received", "refund.due", "dispute.withdrawn",
-            "roundup", "payout.transfer", "volunteering", "shop.remittance"} <= kinds
+    assert {"gift.card", "pledge.card", "pledge.card.charged", "gift.cheque.received", "refund.due",
+            "dispute.withdrawn", "roundup", "payout.transfer", "volunteering", "shop.remittance"} <= kinds
 
 
 def test_ledger_check_reports_a_tampered_balance_and_exits_1(own_demo_app):

@@ -371,7 +371,8 @@ def test_rules_around_reviews_and_shipping(world):
     bad_image = world.call("holder", "PATCH", f"/campaigns/{draft['id']}", {"image_url": "javascript:alert(1)"})
     assert bad_image.status_code == 422 and "image_url" in bad_image.get_json()["errors"]
     world.ok("holder", "POST", f"/campaigns/{draft['id']}/submit")
-    under_review = world.call("holder", "POST", f"/campaigns/{draft['id']}/rewards", {"title": "Affiche", "amount": 900})
+    under_review = world.call("holder", "POST", f"/campaigns/{draft['id']}/rewards",
+                              {"title": "Affiche", "amount": 900})
     assert under_review.status_code == 422 and "campaign_id" in under_review.get_json()["errors"]
     world.ok("admin", "POST", f"/campaigns/{draft['id']}/approve")
     reward = world.ok("holder", "POST", f"/campaigns/{draft['id']}/rewards", {"title": "Affiche", "amount": 900}, 201)
