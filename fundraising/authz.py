@@ -128,6 +128,7 @@ RULES: dict[str, Rule] = {
     "contributions_api.cancel": PEOPLE,
     "contributions_api.refund": TREASURY,
     "contributions_api.fulfilment": rule(Role.HOLDER, Role.ADMIN),
+    "contributions_api.deposit_cheques": TREASURY,
     # signed by the processor, verified in the view
     "contributions_api.stripe_webhook": PUBLIC,
 }

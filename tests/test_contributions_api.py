@@ -384,3 +384,22 @@ def test_rules_around_reviews_and_shipping(world):
         "fulfilment"] == "sent"
     silent = world.call("admin", "POST", f"/campaigns/{draft['id']}/cancel", {})
     assert silent.status_code == 422 and "reason" in silent.get_json()["errors"]
+
+
+def test_cheques_are_deposited_at_the_bank_once_per_slip(world):
+    campaign = world.live_campaign()
+    for who, amount in (("ana", 2500), ("ben", 4000)):
+        gift = world.give(who, campaign, amount, "cheque")
+        world.ok("treasurer", "POST", f"/contributions/{gift['id']}/confirm")
+    assert world.call("ana", "POST", "/treasury/cheque-deposits", {"reference": "REM-1"}).status_code == 403
+    deposit = world.ok("treasurer", "POST", "/treasury/cheque-deposits", {"reference": "REM-2026-11"}, 201)
+    assert deposit["amount"] == 6500
+    again = world.call("treasurer", "POST", "/treasury/cheque-deposits", {"reference": "REM-2026-12"})
+    assert again.status_code == 409 and "amount" in again.get_json()["errors"]
+    with world.app.app_context():
+        from ledger import Account, get_balance
+
+        balances = {key: get_balance(db.session, db.session.scalar(select(Account.id).where(Account.key == key)))
+                    .posted for key in ("511", "512")}
+    assert balances == {"511": 0, "512": 6500}
+    world.books_hold()

@@ -11,7 +11,7 @@ from flask import Response, current_app, g, jsonify, request
 from flask_smorest import Blueprint
 from sqlalchemy import select
 
-from campaigns import contributions, processor_events
+from campaigns import contributions, processor_events, treasury
 from campaigns.errors import (
     CampaignError,
     ContributionNotFound,
@@ -346,6 +346,32 @@ def fulfilment(data: dict[str, Any], contribution_id: int) -> dict[str, Any]:
     if get_campaign(db.session, c.campaign_id).holder_id != user.id and not user.has_role(Role.ADMIN):
         raise Forbidden("only the campaign's holder tracks its rewards")
     return contribution_dict(contributions.set_fulfilment(db.session, c, data["fulfilment"]))
+
+
+class DepositIn(ma.Schema):
+    reference = ma.fields.String(required=True, validate=ma.validate.Length(min=3, max=140),
+                                 metadata={"description": "the bank deposit slip's reference"})
+    currency = ma.fields.String(load_default="EUR", validate=ma.validate.Length(equal=3))
+
+
+class DepositOut(ma.Schema):
+    entry_id = ma.fields.String()
+    amount = ma.fields.Integer()
+    currency = ma.fields.String()
+    reference = ma.fields.String()
+
+
+@blp.route("/treasury/cheque-deposits", methods=["POST"])
+@unit_of_work
+@blp.arguments(DepositIn)
+@blp.response(201, DepositOut)
+@blp.doc(security=[{"bearer": []}])
+def deposit_cheques(data: dict[str, Any]) -> dict[str, Any]:
+    """The cheques received, taken to the bank on one deposit slip (511 to 512). The same slip
+    reference again is the same deposit."""
+    entry = treasury.deposit_cheques(db.session, currency=data["currency"], reference=data["reference"])
+    amount = next(p.amount for p in entry.postings if p.amount > 0)
+    return {"entry_id": str(entry.id), "amount": amount, "currency": data["currency"], "reference": data["reference"]}
 
 
 # --------------------------------------------------------------------------- webhooks
