@@ -403,3 +403,14 @@ def test_cheques_are_deposited_at_the_bank_once_per_slip(world):
                     .posted for key in ("511", "512")}
     assert balances == {"511": 0, "512": 6500}
     world.books_hold()
+
+
+@pytest.mark.parametrize("body", [
+    {"amount": 1000, "payment_method": "cheque", "message": "nul\u0000here"},
+    {"amount": 1000, "payment_method": "cheque", "public_name": "a\u0000"},
+])
+def test_nul_characters_are_refused_at_the_door(world, body):
+    campaign = world.live_campaign()
+    response = world.call("ana", "POST", f"/campaigns/{campaign}/contributions", body)
+    assert response.status_code == 422 and "body" in response.get_json()["errors"]
+    assert world.call(None, "GET", "/campaigns?q=a%00b").status_code == 422

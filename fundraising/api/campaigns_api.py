@@ -20,7 +20,7 @@ from fundraising.authz import current_principal
 from fundraising.errors import Forbidden
 from fundraising.extensions import db
 from fundraising.models import Role, User
-from ledger.money import MAX_AMOUNT
+from ledger.money import CURRENCY_EXPONENTS, MAX_AMOUNT
 
 blp = Blueprint("campaigns_api", __name__, description="Campaigns: lifecycle, rewards, news, public statement")
 
@@ -38,7 +38,7 @@ class CampaignIn(ma.Schema):
     story = ma.fields.String(validate=ma.validate.Length(max=50_000))
     image_url = ma.fields.Url(schemes={"https"}, allow_none=True, validate=ma.validate.Length(max=500))
     goal = ma.fields.Integer(strict=True, required=True, validate=ma.validate.Range(min=1, max=MAX_AMOUNT))
-    currency = ma.fields.String(load_default="EUR", validate=ma.validate.Length(equal=3))
+    currency = ma.fields.String(load_default="EUR", validate=ma.validate.OneOf(sorted(CURRENCY_EXPONENTS)))
     deadline_at = ma.fields.AwareDateTime(required=True, default_timezone=None)
     funding_model = ma.fields.String(load_default=FundingModel.KEEP_IT_ALL.value,
                                      validate=ma.validate.OneOf([m.value for m in FundingModel]))

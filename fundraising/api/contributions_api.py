@@ -40,7 +40,7 @@ from fundraising.i18n import select_locale
 from fundraising.models import Role, User
 from fundraising.problems import problem
 from ledger import run_in_transaction
-from ledger.money import MAX_AMOUNT
+from ledger.money import CURRENCY_EXPONENTS, MAX_AMOUNT
 
 blp = Blueprint("contributions_api", __name__, description="Contributions and card payments")
 
@@ -48,7 +48,7 @@ blp = Blueprint("contributions_api", __name__, description="Contributions and ca
 class ContributionIn(ma.Schema):
     amount = ma.fields.Integer(strict=True, required=True, validate=ma.validate.Range(min=1, max=MAX_AMOUNT),
                                metadata={"description": "minor units (cents); an integer, never a float"})
-    currency = ma.fields.String(load_default=None, validate=ma.validate.Length(equal=3),
+    currency = ma.fields.String(load_default=None, validate=ma.validate.OneOf(sorted(CURRENCY_EXPONENTS)),
                                 metadata={"description": "ISO 4217; the campaign's currency"})
     payment_method = ma.fields.String(required=True, validate=ma.validate.OneOf([m.value for m in PaymentMethod]))
     reward_id = ma.fields.Integer(strict=True, load_default=None, allow_none=True,
@@ -351,7 +351,7 @@ def fulfilment(data: dict[str, Any], contribution_id: int) -> dict[str, Any]:
 class DepositIn(ma.Schema):
     reference = ma.fields.String(required=True, validate=ma.validate.Length(min=3, max=140),
                                  metadata={"description": "the bank deposit slip's reference"})
-    currency = ma.fields.String(load_default="EUR", validate=ma.validate.Length(equal=3))
+    currency = ma.fields.String(load_default="EUR", validate=ma.validate.OneOf(sorted(CURRENCY_EXPONENTS)))
 
 
 class DepositOut(ma.Schema):
