@@ -57,6 +57,7 @@ from fundraising import payments
 from fundraising.extensions import db
 from fundraising.forms import REQUIRED
 from fundraising.i18n import format_money
+from fundraising.manage_forms import METHOD_NAMES
 from fundraising.models import User
 from fundraising.security import CSP
 from ledger import run_in_transaction
@@ -96,12 +97,7 @@ STATUS_WORDS = {
     S.REFUNDED.value: _l("Remboursée"),
     S.DISPUTED.value: _l("Contestée auprès de la banque"),
 }
-METHOD_WORDS = {
-    PaymentMethod.CARD.value: _l("Carte bancaire"),
-    PaymentMethod.TRANSFER.value: _l("Virement"),
-    PaymentMethod.CHEQUE.value: _l("Chèque"),
-    PaymentMethod.CASH.value: _l("Espèces"),
-}
+METHOD_WORDS = METHOD_NAMES
 KIND_WORDS = {
     Kind.DONATION.value: _l("Don"),
     Kind.REWARD.value: _l("Avec contreparties"),

@@ -55,8 +55,9 @@ CONTRIBUTION_STATUS_NAMES = {
     ContributionStatus.REFUNDED.value: _l("Remboursée"),
     ContributionStatus.DISPUTED.value: _l("Contestée"),
 }
+#: The payment methods' names: one table for contributors' and staff's pages.
 METHOD_NAMES = {
-    PaymentMethod.CARD.value: _l("Carte"),
+    PaymentMethod.CARD.value: _l("Carte bancaire"),
     PaymentMethod.TRANSFER.value: _l("Virement"),
     PaymentMethod.CHEQUE.value: _l("Chèque"),
     PaymentMethod.CASH.value: _l("Espèces"),
