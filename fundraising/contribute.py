@@ -23,7 +23,6 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
@@ -55,7 +54,7 @@ from campaigns.payments import Checkout
 from campaigns.services import progress
 from fundraising import payments
 from fundraising.extensions import db
-from fundraising.forms import REQUIRED
+from fundraising.forms import REQUIRED, Form, drop_nul
 from fundraising.i18n import format_money
 from fundraising.manage_forms import METHOD_NAMES
 from fundraising.models import User
@@ -232,7 +231,7 @@ def campaign_context(campaign: Campaign) -> dict[str, object]:
 @bp.get("/campagnes")
 def browse() -> str:
     """Public campaigns, searched by words, kind and status; a page at a time."""
-    text = request.args.get("q", "").strip()[:MAX_QUERY_LENGTH]
+    text = drop_nul(request.args.get("q", "")).strip()[:MAX_QUERY_LENGTH]
     kind = request.args.get("kind", "")
     kind = kind if kind in GIVING_KINDS else ""
     status = request.args.get("status", "live")
@@ -285,7 +284,7 @@ def _entry_cursor(raw: str) -> uuid.UUID | None:
 # --------------------------------------------------------------------------- giving
 
 
-class GiveForm(FlaskForm):
+class GiveForm(Form):
     amount = StringField(_l("Montant"), validators=[DataRequired(REQUIRED), Length(max=30)],
                          render_kw={"inputmode": "decimal", "autocomplete": "transaction-amount"})
     reward_id = RadioField(_l("Contrepartie"), choices=[], validate_choice=False, default="")

@@ -9,13 +9,12 @@ browser's date picker sends them). Labels are lazy, translated when a page is re
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, SelectField, StringField, SubmitField, TextAreaField
 from wtforms.fields import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 from campaigns.models import ContributionStatus, FulfilmentStatus, FundingModel, Kind, PaymentMethod, Status
-from fundraising.forms import REQUIRED
+from fundraising.forms import REQUIRED, Form
 
 DATE_INPUT = {"type": "date"}
 MONEY_INPUT = {"inputmode": "decimal", "autocomplete": "off"}
@@ -70,18 +69,8 @@ FULFILMENT_NAMES = {
 }
 
 
-def drop_nul(value: object) -> object:
-    """PostgreSQL text holds no NUL character: one typed or forged is dropped, never a 500."""
-    return value.replace("\x00", "") if isinstance(value, str) else value
-
-
-class ManageForm(FlaskForm):
-    """The base of these forms: every field's data goes through :func:`drop_nul`."""
-
-    class Meta:
-        def bind_field(self, form, unbound_field, options):  # type: ignore[no-untyped-def]
-            filters = [*unbound_field.kwargs.get("filters", ()), drop_nul]
-            return unbound_field.bind(form=form, filters=filters, **options)
+class ManageForm(Form):
+    """The base of these forms (NUL characters dropped, as on every page)."""
 
 
 def _choices(names: dict[str, object], *values: str) -> list[SelectChoice]:

@@ -315,6 +315,16 @@ def test_giving_by_cheque_shows_the_instructions_with_the_reference_and_mails_th
     assert "<strong>0,00\u00a0EUR</strong>" in campaign and "Personne encore" in campaign  # counted once received
 
 
+def test_nul_characters_typed_or_forged_are_dropped_not_a_server_error(site):
+    campaign_id = site.campaign()
+    site.person("ana@example.org", "Ana Lima")
+    client = signed_in(site, "ana@example.org")
+    reference_of(give(client, campaign_id, message="Cou\x00rage", public_name="A\x00na"))
+    [c] = site.contributions()
+    assert (c.message, c.public_name) == ("Courage", "Ana")
+    assert client.get("/campagnes?q=v%00elo").status_code == 200
+
+
 def test_giving_by_transfer_shows_the_iban(site):
     campaign_id = site.campaign()
     site.person("ana@example.org")
