@@ -7,7 +7,6 @@ from typing import Any
 
 import marshmallow as ma
 from flask import g, request
-from flask_smorest import Blueprint
 from sqlalchemy import or_, select
 
 from campaigns import community, contributions, payouts, services, statement
@@ -15,7 +14,7 @@ from campaigns.errors import CampaignNotFound
 from campaigns.lifecycle import PUBLIC, Actor
 from campaigns.models import Campaign, FundingModel, Kind, Status
 from fundraising import mail, payments
-from fundraising.api.common import PageArgs, already_answered, before_transaction, page, unit_of_work
+from fundraising.api.common import Blueprint, PageArgs, already_answered, before_transaction, page, unit_of_work
 from fundraising.authz import current_principal
 from fundraising.errors import Forbidden
 from fundraising.extensions import db

@@ -9,16 +9,20 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import flask_smorest
 import marshmallow as ma
-from flask import Response, make_response, request
+from flask import Request, Response, make_response, request
 from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from webargs.flaskparser import FlaskParser
+from werkzeug.datastructures import MultiDict
 
 from fundraising.authz import current_principal
 from fundraising.errors import IdempotencyKeyReused, InvalidInput
 from fundraising.extensions import db
+from fundraising.forms import drop_nul
 from fundraising.models import IdempotencyRecord
 from ledger.unit_of_work import RetryTransaction, run_in_transaction
 
@@ -26,6 +30,37 @@ MAX_KEY_LENGTH = 200
 PAGE_DEFAULT = 50
 PAGE_MAX = 200
 PENDING_STATUS = 0
+
+
+# --------------------------------------------------------------------------- reading input
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return drop_nul(value)
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
+
+
+class TextParser(FlaskParser):
+    """The API reads JSON bodies and query strings as the pages read forms: NUL characters
+    dropped (text columns, PostgreSQL's above all, cannot hold them)."""
+
+    def _raw_load_json(self, req: Request) -> Any:
+        return _without_nul(super()._raw_load_json(req))
+
+    def load_querystring(self, req: Request, schema: ma.Schema) -> Any:
+        args = MultiDict((key, drop_nul(value)) for key, value in req.args.items(multi=True))
+        return self._makeproxy(args, schema)
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """The API's blueprints: flask-smorest's, reading input through :class:`TextParser`."""
+
+    ARGUMENTS_PARSER = TextParser()
 
 
 # --------------------------------------------------------------------------- unit of work

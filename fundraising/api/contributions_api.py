@@ -8,7 +8,6 @@ from typing import Any
 
 import marshmallow as ma
 from flask import Response, current_app, g, jsonify, request
-from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from campaigns import contributions, processor_events, treasury
@@ -32,7 +31,7 @@ from campaigns.payments import InvalidSignature
 from campaigns.services import get_campaign
 from fundraising import payments
 from fundraising.api.campaigns_api import visible_campaign
-from fundraising.api.common import PageArgs, already_answered, before_transaction, page, unit_of_work
+from fundraising.api.common import Blueprint, PageArgs, already_answered, before_transaction, page, unit_of_work
 from fundraising.authz import current_principal
 from fundraising.errors import Forbidden
 from fundraising.extensions import db

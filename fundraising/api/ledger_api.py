@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import marshmallow as ma
-from flask_smorest import Blueprint
 
+from fundraising.api.common import Blueprint
 from fundraising.extensions import db
 from ledger import trial_balance
 

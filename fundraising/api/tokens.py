@@ -6,10 +6,9 @@ from typing import Any
 
 import marshmallow as ma
 from flask import current_app
-from flask_smorest import Blueprint
 
 from fundraising import credentials, people
-from fundraising.api.common import unit_of_work
+from fundraising.api.common import Blueprint, unit_of_work
 from fundraising.authz import current_principal
 from fundraising.extensions import db, limiter
 
