@@ -63,9 +63,11 @@ demo: $(VENV)/.installed
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/roundups_import.py
 
 bench-quick: $(VENV)/.installed-dev
 	$(BIN)/python bench/ledger.py --quick
+	$(BIN)/python bench/roundups_import.py --quick
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis

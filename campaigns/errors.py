@@ -86,3 +86,62 @@ class NothingToPayOut(CampaignError):
     """A payout when the campaign's fund holds nothing, or before the campaign succeeded."""
 
     code = "nothing-to-pay-out"
+
+
+class InvalidRoundup(CampaignError):
+    """A round-up's terms are wrong: empty or over-long ticket, amount out of the per-sale bound,
+    another currency than the platform's, a sale dated in the future or too long ago."""
+
+    code = "invalid-roundup"
+
+
+class RoundupConflict(CampaignError):
+    """A ticket the shop already declared, sent again with another amount or currency."""
+
+    code = "roundup-conflict"
+
+
+class ControlTotalMismatch(CampaignError):
+    """A file whose declared control total is not the sum of its sales: nothing was recorded."""
+
+    code = "control-total-mismatch"
+
+
+class InvalidRemittance(CampaignError):
+    """A remittance's terms are wrong (amount, currency, reference, date), or its reference was
+    already used for another amount."""
+
+    code = "invalid-remittance"
+
+
+class InvalidRound(CampaignError):
+    """A round's terms are wrong: window, rule, candidates that are not live campaigns, shops
+    already in another round open at the same time."""
+
+    code = "invalid-round"
+
+
+class RoundNotFound(CampaignError):
+    """No round with this id."""
+
+    code = "round-not-found"
+
+
+class VotingClosed(CampaignError):
+    """A vote outside the round's voting window, or in a closed round."""
+
+    code = "voting-closed"
+
+
+class VoteRefused(CampaignError):
+    """A vote the round's rules do not allow: unknown or used code, a second vote by the same
+    person, a kind of voter the round does not admit, a candidate of another round."""
+
+    code = "vote-refused"
+
+
+class RoundStateError(CampaignError):
+    """A step that does not apply to the round as it stands: closing it before its voting ends or
+    twice, disbursing an allocation twice."""
+
+    code = "round-state"

@@ -131,6 +131,40 @@ RULES: dict[str, Rule] = {
     "contributions_api.deposit_cheques": TREASURY,
     # signed by the processor, verified in the view
     "contributions_api.stripe_webhook": PUBLIC,
+    # round-ups, shops and rounds over the API (object checks in the views: a shop's key or
+    # manager sees only that shop; a vote is a person's token or a receipt's code)
+    "roundups_api.record_roundup": rule(SHOP_KEY),
+    "roundups_api.upload_batch": rule(SHOP_KEY),
+    "roundups_api.list_batches": rule(SHOP_KEY, Role.TREASURER, Role.ADMIN),
+    "roundups_api.get_batch": rule(SHOP_KEY, Role.TREASURER, Role.ADMIN),
+    "shops_api.list_shops": TREASURY,
+    "shops_api.apply_shop": PEOPLE,
+    "shops_api.approve_shop": ADMIN,
+    "shops_api.reject_shop": ADMIN,
+    "shops_api.record_remittance": TREASURY,
+    "shops_api.shop_statement": rule(SHOP_KEY, Role.SHOP, Role.TREASURER, Role.ADMIN),
+    "rounds_api.list_rounds": PUBLIC,
+    "rounds_api.create_round": ADMIN,
+    "rounds_api.get_round": PUBLIC,
+    "rounds_api.vote": PUBLIC,
+    "rounds_api.round_results": PUBLIC,
+    "rounds_api.close_round": ADMIN,
+    "rounds_api.disburse_allocation": TREASURY,
+    # round-up pages
+    "shops.apply": PEOPLE,
+    "shops.applications": ADMIN,
+    "shops.decide": ADMIN,
+    "shops.shop": rule(Role.SHOP, Role.TREASURER, Role.ADMIN),
+    "shops.upload": rule(Role.SHOP),
+    "shops.batch": rule(Role.SHOP, Role.TREASURER, Role.ADMIN),
+    "shops.treasury": TREASURY,
+    "shops.remit": TREASURY,
+    "rounds.index": PUBLIC,
+    "rounds.show": PUBLIC,
+    "rounds.vote": PUBLIC,
+    "rounds.new": ADMIN,
+    "rounds.close": ADMIN,
+    "rounds.disburse": TREASURY,
 }
 
 

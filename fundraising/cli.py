@@ -14,7 +14,8 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -258,11 +259,261 @@ def shops_create(name: str, manager_email: str) -> None:
     click.echo(secret)
 
 
+# --------------------------------------------------------------------------- round-ups and rounds
+
+roundups_group = AppGroup("roundups", help="Round-ups declared by partner shops' tills.")
+rounds_group = AppGroup("rounds", help="Collection rounds: the pooled round-ups and the votes that share them.")
+
+#: Rows not recorded that ``roundups import`` lists; the batch's report keeps more.
+SHOWN_PROBLEMS = 20
+MAX_LISTED_ROUNDS = 1000
+PROGRESS_STEP = 256 * 1024  # bytes
+
+
+def _parse_moment(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"expected an ISO date-time such as 2026-12-31T23:59:00+01:00, got {value!r}",
+                                 param=param) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What ``roundups import`` prints, read before the commit ends the session's objects."""
+
+    batch_id: int
+    recorded: int
+    duplicates: int
+    invalid: int
+    amount: int
+    currency: str
+    problems: list[dict[str, Any]]
+
+
+@roundups_group.command("import")
+@click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
+@click.option("--shop", "shop_id", required=True, type=click.IntRange(min=1), metavar="SHOP_ID",
+              help="The approved partner shop whose sales the file holds.")
+@click.option("--control-total", "control_total", type=click.IntRange(min=0), metavar="AMOUNT",
+              help="The sum of the file's round-ups in minor units (cents), as the till reports it: "
+              "nothing is recorded unless the sales add up to it.")
+def roundups_import(path: Path, shop_id: int, control_total: int | None) -> None:
+    """Record a shop's file of sales, in one transaction.
+
+    FILE is a CSV as French till software exports it: comma, semicolon or tab; decimal point,
+    decimal comma or cents; UTF-8 (with or without BOM) or ISO-8859-15; CRLF or LF. Each
+    ticket is recorded once: importing the same or a corrected file again records only what is
+    new. Rows that cannot be recorded are listed on stderr as FILE:LINE: field: message (the
+    first 20) and the rest of the file is recorded. A problem with the whole file (header,
+    encoding, control total) records nothing. Exit 0 when the file was recorded, 1 when it was
+    refused, 2 for a usage error (unknown shop, missing file).
+    """
+    from campaigns.errors import ControlTotalMismatch
+    from campaigns.roundups import batch_problems
+    from campaigns.till_csv import FileProblem
+    from fundraising import shops
+    from fundraising.models import Shop, ShopStatus
+
+    with _byte_progress(path) as advance:
+        def work(session: Any) -> ImportReport:
+            shop = session.get(Shop, shop_id)
+            if shop is None or shop.status != ShopStatus.APPROVED:
+                raise click.BadParameter(f"no approved shop {shop_id}", param_hint="--shop")
+            advance.restart()  # a retried transaction reads the file again, from its start
+            with path.open("rb") as stream:
+                batch = shops.import_file(session, shop, stream, filename=path.name, source="cli", uploaded_by=None,
+                                          control_total=control_total, progress=advance if advance.bar else None)
+            return ImportReport(batch.id, batch.rows_recorded, batch.rows_duplicate, batch.rows_invalid,
+                                batch.amount_recorded, batch.currency, batch_problems(batch))
+
+        try:
+            report = run_in_transaction(db.session, work)
+        except (FileProblem, ControlTotalMismatch) as exc:
+            advance.finish()
+            line = getattr(exc, "line", None)
+            click.echo(f"{path}:{line}: {exc.message}" if line else f"{path}: {exc.message}", err=True)
+            sys.exit(1)
+        except DomainError as exc:
+            advance.finish()
+            click.echo(f"{path}: {exc.message}", err=True)
+            sys.exit(1)
+    _print_import(path, shop_id, report)
+
+
+def _print_import(path: Path, shop_id: int, report: ImportReport) -> None:
+    click.echo(f"{path}: batch {report.batch_id} for shop {shop_id}: {report.recorded} recorded, "
+               f"{report.duplicates} duplicates, {report.invalid} invalid, {_fmt(report.amount, report.currency)}")
+    for problem in report.problems[:SHOWN_PROBLEMS]:
+        field = f"{problem['field']}: " if problem.get("field") else ""
+        click.echo(f"{path}:{problem['line']}: {field}{problem['message']}", err=True)
+    if report.invalid > SHOWN_PROBLEMS:
+        click.echo(f"{path}: and {report.invalid - SHOWN_PROBLEMS} more rows not recorded", err=True)
+    if report.invalid:
+        click.echo(f"fundraising: the file was recorded without its {report.invalid} invalid rows; correct them "
+                   "and import the file again (tickets already recorded are not recorded twice)", err=True)
+
+
+class _ByteProgress:
+    """Bytes read, as a progress bar on a terminal; nothing otherwise. The service reports
+    every line: the bar moves every PROGRESS_STEP bytes, so that drawing it costs nothing."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.pending = 0
+
+    def __call__(self, nbytes: int) -> None:
+        self.pending += nbytes
+        if self.bar is not None and self.pending >= PROGRESS_STEP:
+            self.bar.update(self.pending)
+            self.pending = 0
+
+    def restart(self) -> None:
+        self.pending = 0
+        if self.bar is not None and self.bar.pos:
+            self.bar.pos = 0
+            self.bar.render_progress()
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.pending)
+            self.bar.render_finish()
+            self.bar = None
+
+
+@contextmanager
+def _byte_progress(path: Path) -> Iterator[_ByteProgress]:
+    if not show_progress():
+        yield _ByteProgress(None)
+        return
+    bar = click.progressbar(length=max(path.stat().st_size, 1), label=f"import {path.name}", file=sys.stderr)
+    bar.render_progress()
+    progress_ = _ByteProgress(bar)
+    try:
+        yield progress_
+    finally:
+        progress_.finish()  # once, before any line that follows the bar
+
+
+@dataclass(frozen=True)
+class ClosedRound:
+    round_id: int
+    title: str
+    rule: str
+    currency: str
+    pool: int
+    votes: int
+    #: ``(campaign id, campaign title, votes, amount)`` per candidate, largest share first.
+    shares: list[tuple[int, str, int, int]]
+    #: What the round's shops declared and have not remitted: their next round pools it.
+    awaited: int
+
+
+@rounds_group.command("close")
+@click.argument("round_id", type=click.IntRange(min=1))
+@click.option("--now", "now", callback=_parse_moment, metavar="ISO-DATETIME",
+              help="Close as if it were this moment (default: now; naive times are UTC).")
+def rounds_close(round_id: int, now: datetime | None) -> None:
+    """Close a round: tally its votes and allocate its pool.
+
+    The round's vote must have ended. In one transaction: the votes are counted, what its shops
+    remitted is pooled, and the pool is allocated to the projects by the round's rule, to the
+    cent (largest remainder; ties go to the project listed first). Prints the pool and each
+    project's share. What the shops still owe waits for their next round. A round closes
+    once: closing it again, or before its vote ends, exits 1.
+    """
+    from campaigns import rounds
+    from campaigns.models import Campaign
+
+    moment = now or datetime.now(UTC)
+
+    def work(session: Any) -> ClosedRound:
+        round_ = rounds.close_round(session, round_id, now=moment)
+        shares = [(a.campaign_id, session.get(Campaign, a.campaign_id).title, a.votes, a.amount)
+                  for a in rounds.allocations(session, round_id)]
+        return ClosedRound(round_.id, round_.title, round_.rule, round_.currency, round_.pooled_amount or 0,
+                           round_.votes_cast or 0, shares, sum(s.awaited for s in rounds.shop_shares(session, round_)))
+
+    try:
+        closed = run_in_transaction(db.session, work)
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"round {closed.round_id} closed: {closed.title}; {closed.votes} votes; "
+               f"pool {_fmt(closed.pool, closed.currency)} ({closed.rule})")
+    for campaign_id, title, votes, amount in closed.shares:
+        click.echo(f"  campaign {campaign_id}\t{_fmt(amount, closed.currency)}\t{votes} vote{'' if votes == 1 else 's'}"
+                   f"\t{title}")
+    if not closed.votes:
+        click.echo("nobody voted: nothing was pooled; the money waits for the shops' next round", err=True)
+    if closed.awaited:
+        click.echo(f"still owed by the round's shops, for their next round: {_fmt(closed.awaited, closed.currency)}",
+                   err=True)
+
+
+@rounds_group.command("list")
+@click.option("--limit", type=click.IntRange(1, MAX_LISTED_ROUNDS), default=50, show_default=True,
+              help="How many rounds, newest first.")
+def rounds_list(limit: int) -> None:
+    """List rounds with their status, pool and votes.
+
+    Newest first: id, title, status (scheduled, open, counting, closed), pool and votes. A
+    closed round's pool is what its close pooled; another's, what its shops have remitted so
+    far (what its close would pool now)."""
+    from sqlalchemy import func, select
+
+    from campaigns import rounds
+    from campaigns.roundup_models import Round, Vote
+
+    read_snapshot(db.session)
+    now = datetime.now(UTC)
+    found = list(db.session.scalars(select(Round).order_by(Round.id.desc()).limit(limit)))
+    counts = dict(db.session.execute(select(Vote.round_id, func.count()).where(Vote.round_id.in_([r.id for r in found]))
+                                     .group_by(Vote.round_id)).all())
+    rows = []
+    for round_ in found:
+        closed = round_.closed_at is not None
+        pool = (round_.pooled_amount or 0) if closed else sum(s.pooled for s in rounds.shop_shares(db.session, round_))
+        votes = (round_.votes_cast or 0) if closed else int(counts.get(round_.id, 0))
+        rows.append((round_.id, round_.title, rounds.round_status(round_, now), _fmt(pool, round_.currency), votes))
+    db.session.rollback()
+    header = f"{'id':>6}  {'title':<40}  {'status':<9}  {'pool':>16}  {'votes':>7}"
+    click.echo(header)
+    for rid, title, status, pool, votes in rows:
+        click.echo(f"{rid:>6}  {title[:40]:<40}  {status:<9}  {pool:>16}  {votes:>7}")
+    if not rows:
+        click.echo("no rounds yet", err=True)
+
+
+@shops_group.command("remind")
+@click.option("--now", "now", callback=_parse_moment, metavar="ISO-DATETIME",
+              help="Remind as if it were this moment (default: now; naive times are UTC).")
+def shops_remind(now: datetime | None) -> None:
+    """Remind the shops late with their round-ups, by mail.
+
+    Mails the managers of every shop whose oldest unpaid round-up is older than
+    SHOP_REMINDER_DAYS, at most once a week per shop, and prints the shops reminded. The daily
+    job of `fundraising jobs scheduler` does the same."""
+    from sqlalchemy import select
+
+    from fundraising.models import Shop
+    from fundraising.shops import remind_late_shops
+
+    reminded = remind_late_shops(now)
+    names = dict(db.session.execute(select(Shop.id, Shop.name).where(Shop.id.in_(reminded))).all()) if reminded else {}
+    db.session.rollback()
+    for shop_id in reminded:
+        click.echo(f"shop {shop_id}\t{names.get(shop_id, '')}")
+    click.echo(f"{len(reminded)} shop(s) reminded" if reminded else "no shop to remind", err=True)
+
+
 def register(app: Flask) -> None:
     from fundraising.demo import demo_command
     from fundraising.jobs import jobs_group
     from fundraising.settle import campaigns_group
 
     for command in (ledger_group, export_command, demo_command, users_group, shops_group, jobs_group,
-                    campaigns_group):
+                    campaigns_group, roundups_group, rounds_group):
         app.cli.add_command(command)

@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -89,6 +90,16 @@ def _ceilings(env: Mapping[str, str]) -> dict[int, int]:
     return ceilings
 
 
+def _timezone(env: Mapping[str, str]) -> str:
+    """``SHOP_TIMEZONE``: where the partner shops are; a sale's day is its date there."""
+    name = (env.get("SHOP_TIMEZONE") or "Europe/Paris").strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"SHOP_TIMEZONE must be a time zone name such as Europe/Paris, got {name!r}") from None
+    return name
+
+
 def _stripe(env: Mapping[str, str]) -> dict[str, Any]:
     key, webhook = env.get("STRIPE_SECRET_KEY") or None, env.get("STRIPE_WEBHOOK_SECRET") or None
     if key and not key.startswith(("sk_", "rk_")):
@@ -125,6 +136,11 @@ def load_config(env: Mapping[str, str], instance_path: Path) -> dict[str, Any]:
         "BANK_IBAN": env.get("BANK_IBAN") or "",
         "CHEQUE_PAYEE": env.get("CHEQUE_PAYEE") or "",
         "CHEQUE_ADDRESS": env.get("CHEQUE_ADDRESS") or "",
+        "ROUNDUP_MAX_AMOUNT": _int(env, "ROUNDUP_MAX_AMOUNT", 1_000, 1, 100_000),
+        "ROUNDUP_MAX_AGE_DAYS": _int(env, "ROUNDUP_MAX_AGE_DAYS", 60, 1, 3_650),
+        "SHOP_TIMEZONE": _timezone(env),
+        "SHOP_REMINDER_DAYS": _int(env, "SHOP_REMINDER_DAYS", 30, 1, 365),
+        "ROUNDUP_UPLOAD_MAX_MB": _int(env, "ROUNDUP_UPLOAD_MAX_MB", 200, 1, 2_000),
         "REDIS_URL": env.get("REDIS_URL") or None,
         "MAIL_SERVER": env.get("MAIL_SERVER") or None,
         "MAIL_PORT": _port(env),

@@ -1,8 +1,8 @@
 """``fundraising demo``: demonstration data, loaded through the same services users go through.
 
-People with every role, thirty backers and partner shops come first. Then seven campaigns of
-the two kinds people give to, each created, submitted and approved at its own moment in the
-past, so that some have already reached their deadline:
+People with every role and thirty backers come first. Then seven campaigns of the two kinds
+people give to, each created, submitted and approved at its own moment in the past, so that
+some have already reached their deadline:
 
 ==  =================================================  ========  ==============  =========
 id  campaign                                           kind      funding         today
@@ -26,17 +26,34 @@ authenticate), or released and a confirmed cheque owed back then refunded when t
 missed; the successful keep-it-all campaign is paid out by bank transfer. Two treasury moves no
 service makes yet are booked by hand: the processor's payout to the bank and a deposit of cheques.
 
-The till round-ups are as before: a round pool, three thousand round-ups from partner shops
-imported in bulk, a shop's remittance, and volunteering in kind.
+Four partner shops of the Croix-Rousse and the Pentes apply through their managers
+(:func:`fundraising.shops.apply_shop`); the admin approves three
+(:func:`~fundraising.shops.decide_shop`) and the fourth's application still waits. About three
+thousand till round-ups came in over the last 45 days through :mod:`campaigns.roundups`: mostly
+as the files the shops' tills export (semicolons, decimal commas, ``dd/mm/yyyy hh:mm``; UTF-8
+with a BOM and a control total, plain UTF-8, ISO-8859-15), one file every few days per shop,
+uploaded the morning after; one file was corrected by hand and sent again. During the rounds the
+bakery's till also sends sales one at a time as they happen, so their receipts carry a vote
+code; its files hold every sale of the day, and the tickets already sent count as duplicates.
+The treasurer records the shops' bank transfers: the bakery is up to date, the florist a few
+weeks behind, and the bistrot has owed for more than a month (late: the reminders go to it).
+
+Two collection rounds (:mod:`campaigns.rounds`) split the pooled money between campaigns, voted
+for by backers and by the codes printed on receipts: the first, proportional to votes, is
+closed, its allocation booked and its largest share paid as a grant by bank transfer; the
+second, the two most voted sharing equally, is open and has its first votes (the demo
+contributor has not voted yet). Volunteering in kind is booked too.
 
 Amounts, people and moments come from a seeded generator and the demo gateway's ids from
-counters, so every load books the same money (contribution references are random, as for
-everyone). Loading twice changes nothing: the first round-up's idempotency key marks the data as
-loaded; a database holding an older version of the demo is left alone (``--reset`` replaces it).
+counters, so every load books the same money (contribution references and shop keys are random,
+as for everyone). Loading twice changes nothing: the volunteering entry's idempotency key marks
+the data as loaded; a database holding an older version of the demo is left alone (``--reset``
+replaces it).
 """
 
 from __future__ import annotations
 
+import io
 import random
 import unicodedata
 from collections import Counter
@@ -44,12 +61,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
-from flask import has_app_context
+from flask import current_app, has_app_context
 from flask.cli import with_appcontext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from campaigns.books import BANK, CHEQUES, PROCESSOR, platform_account
@@ -71,11 +89,32 @@ from campaigns.models import Campaign, Contribution, RewardTier
 from campaigns.payments import Checkout, CheckoutState, Dispute, InvalidSignature, Payment, Refund
 from campaigns.payouts import pay_out
 from campaigns.policy import Policy
+from campaigns.rounds import (
+    RoundTerms,
+    allocations,
+    cast_vote,
+    close_round,
+    create_round,
+    disburse_allocation,
+    round_status,
+    tallies,
+)
+from campaigns.roundup_models import Round, Roundup, Vote, VoteCode
+from campaigns.roundups import (
+    RoundupRules,
+    derive_code,
+    import_sales,
+    record_remittance,
+    record_roundup,
+    shop_statement,
+)
 from campaigns.services import create_campaign, progress, transition
 from campaigns.settlement import settle
 from fundraising import credentials, payments, people
 from fundraising.extensions import db
-from fundraising.models import Role, User
+from fundraising.models import Role, Shop, ShopStatus, User
+from fundraising.shops import apply_shop, code_secret, decide_shop
+from fundraising.shops import rules as platform_rules
 from ledger import (
     Account,
     Entry,
@@ -83,16 +122,15 @@ from ledger import (
     Leg,
     get_balance,
     open_account,
-    post_entries,
     post_entry,
     run_in_transaction,
 )
 from ledger.chart import chart_account
 
-KEY = "demo:v2"
+KEY = "demo:v3"
 MARKER_KEY = f"{KEY}:start"
 #: Markers of earlier versions of the demo: their books are not mixed with this one's.
-OLDER_MARKERS = ("demo:v1:start",)
+OLDER_MARKERS = ("demo:v1:start", "demo:v2:start")
 SEED = 20261122
 
 #: Every demo account signs in with this password. Demo data is for demonstrations only.
@@ -103,6 +141,9 @@ PEOPLE = (
     ("porteuse@example.org", "Nadia Porteuse", (Role.CONTRIBUTOR, Role.HOLDER)),
     ("donatrice@example.org", "Dominique Donatrice", (Role.CONTRIBUTOR,)),
     ("boulangerie@example.org", "Bastien Boulanger", (Role.CONTRIBUTOR,)),
+    ("fleurs@example.org", "Flora Fleuriste", (Role.CONTRIBUTOR,)),
+    ("bistrot@example.org", "Bruno Bistrotier", (Role.CONTRIBUTOR,)),
+    ("cafe@example.org", "Capucine Cafetière", (Role.CONTRIBUTOR,)),
 )
 #: Contributors who give to the campaigns: their name, and the name some of them show instead.
 BACKERS = (
@@ -116,7 +157,17 @@ BACKERS = (
     ("Rose Faure", None), ("Sacha André", "Les Amis du Plateau"), ("Nina Chevalier", None), ("Éloïse Garnier", None),
     ("Karim Mansour", None), ("Margaux Roussel", None),
 )
-SHOPS = ("Boulangerie du Plateau", "Fleurs des Pentes", "Bistrot de la Croix-Rousse")
+#: Partner shops: name, address, SIRET (as printed on an invoice), the manager who applied, the
+#: day they applied (days from today), and whether the admin approved them (two days later).
+SHOPS: tuple[tuple[str, str, str, str, int, bool], ...] = (
+    ("Boulangerie du Plateau", "14 boulevard de la Croix-Rousse, 69004 Lyon", "812 345 676 00017",
+     "boulangerie@example.org", -62, True),
+    ("Fleurs des Pentes", "27 montée de la Grande-Côte, 69001 Lyon", "823 456 785 00026", "fleurs@example.org",
+     -59, True),
+    ("Bistrot de la Croix-Rousse", "3 place de la Croix-Rousse, 69004 Lyon", "793 456 120 00013",
+     "bistrot@example.org", -56, True),
+    ("Café des Canuts", "19 rue d'Austerlitz, 69004 Lyon", "908 123 458 00014", "cafe@example.org", -3, False),
+)
 #: Gifts, in cents: mostly modest, a few generous.
 AMOUNTS = (1000, 1500, 2000, 2000, 2500, 3000, 3000, 4000, 5000, 5000, 7500, 10000, 15000, 20000)
 STREETS = ("rue Burdeau, 69001", "montée de la Grande-Côte, 69001", "rue d'Austerlitz, 69004", "rue Dumenge, 69004",
@@ -387,6 +438,10 @@ class Demo:
     rewards: dict[str, list[RewardTier]] = field(default_factory=dict)
     events: list[tuple[datetime, int, Callable[[], object]]] = field(default_factory=list)
     _urls: dict[int, CheckoutUrls] = field(default_factory=dict)
+    #: The platform's bounds on declared sales, and the key vote codes are derived from.
+    rules: RoundupRules = field(default_factory=RoundupRules)
+    vote_secret: bytes = b""
+    shops: list[Shop] = field(default_factory=list)
 
     @property
     def holder(self) -> User:
@@ -400,9 +455,17 @@ class Demo:
     def donor(self) -> User:
         return self.people["donatrice@example.org"]
 
+    @property
+    def admin(self) -> User:
+        return self.people["admin@example.org"]
+
     def at(self, day: int, hour: int = 10, minute: int = 0) -> datetime:
         """A moment ``day`` days from today (negative: in the past), UTC."""
         return datetime.combine(self.today + timedelta(days=day), time(hour, minute), UTC)
+
+    def local(self, day: date, hour: int, minute: int = 0) -> datetime:
+        """A moment of ``day`` on the shops' clocks, in UTC."""
+        return datetime.combine(day, time(hour, minute), ZoneInfo(self.rules.timezone)).astimezone(UTC)
 
     def moments(self, first: int, last: int, count: int) -> list[datetime]:
         """``count`` moments of the day between days ``first`` and ``last``, in order."""
@@ -449,14 +512,12 @@ def _ascii(name: str) -> str:
     return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower().replace(" ", ".")
 
 
-def _people(session: Session) -> tuple[dict[str, User], list[User], list[int]]:
-    """Demo people and partner shops. Backers get the demo password's hash, computed once for
-    the people before them: hashing costs half a second a person."""
+def _people(session: Session) -> tuple[dict[str, User], list[User]]:
+    """Demo people. Backers get the demo password's hash, computed once for the people before
+    them: hashing is slow on purpose."""
     users = {email: people.register_user(session, email=email, password=DEMO_PASSWORD, display_name=name,
                                          roles=roles, confirmed=True)
              for email, name, roles in PEOPLE}
-    shops = [credentials.create_shop(session, name) for name in SHOPS]
-    people.grant_role(session, users["boulangerie@example.org"], Role.SHOP, shop=shops[0])
     password_hash = users["donatrice@example.org"].password_hash
     joined = datetime.now(UTC)
     backers = []
@@ -467,7 +528,7 @@ def _people(session: Session) -> tuple[dict[str, User], list[User], list[int]]:
         session.flush()
         people.grant_role(session, backer, Role.CONTRIBUTOR)
         backers.append(backer)
-    return users, backers, [shop.id for shop in shops]
+    return users, backers
 
 
 def _campaigns(d: Demo) -> None:
@@ -776,30 +837,300 @@ def _treasury(d: Demo, kind: str, code: str, when: datetime, memo: str) -> None:
     d.on(when, move)
 
 
-def _roundup_accounts(session: Session, shops: list[int]) -> dict[str, Account]:
-    accounts = {code: _open(session, code) for code in ("864", "875")}
-    accounts["512"] = session.get(Account, platform_account(session, BANK, "EUR"))
-    for n, shop_id in enumerate(shops, start=1):
-        accounts[f"shop{n}"] = _open(session, "4672", ("shop", shop_id), f"Arrondis à reverser : {SHOPS[n - 1]}")
-    accounts["pool"] = _open(session, "4673", ("round", 1), "Cagnotte des arrondis, tour 1", shards=8)
-    return accounts
+def _volunteering(d: Demo) -> None:
+    """Twelve hours of skills volunteering, in kind. Its entry marks the demo as loaded."""
+    day = d.today - timedelta(days=4)
+    accounts = [_open(d.session, code) for code in ("864", "875")]
+    post_entry(d.session, _entry("volunteering", day, "12 h de bénévolat de compétences", MARKER_KEY,
+                                 (accounts[0], 12 * 2500), (accounts[1], -12 * 2500)))
 
 
-def _roundups(session: Session, a: dict[str, Account], rng: random.Random, start: date) -> None:
-    """Three thousand till round-ups over ten days, then the bakery remits what it declared."""
-    requests = []
-    for n in range(3000):
-        shop = a[f"shop{1 + n % 3}"]
-        cents = rng.randint(1, 99)
-        requests.append(_entry("roundup", start + timedelta(days=n // 300), f"Arrondi ticket {shop.owner_id}-{n}",
-                               MARKER_KEY if n == 0 else f"{KEY}:roundup:{shop.owner_id}:{n}",
-                               (shop, cents), (a["pool"], -cents), ref=("shop", str(shop.owner_id))))
-    for batch in range(0, len(requests), 1000):
-        post_entries(session, requests[batch:batch + 1000])
-    bakery = str(a["shop1"].owner_id)
-    declared = sum(leg.amount for r in requests if r.ref_id == bakery for leg in r.legs if leg.amount > 0)
-    post_entry(session, _entry("shop.remittance", start + timedelta(days=11), "Virement de la boulangerie",
-                               f"{KEY}:remit:1", (a["512"], declared), (a["shop1"], -declared)))
+# --------------------------------------------------------------------------- partner shops and round-ups
+
+#: Days of sales with a round-up, up to yesterday; the files cover them up to the day before.
+ROUNDUP_DAYS = 45
+
+
+@dataclass(frozen=True, slots=True)
+class Till:
+    """How a partner shop sells and what its till exports: a French till's CSV, its own way."""
+
+    sales_per_day: tuple[int, int]  # sales with a round-up on a day the shop is open
+    hours: tuple[int, int]  # opening hours, on the shop's clock
+    closed_on: tuple[int, ...]  # weekdays (Monday is 0)
+    every_days: int  # the days one file covers
+    source: str  # how the files come in: "api" (the till's software) or "page" (the manager)
+    encoding: str
+    filename: str  # with the ``first`` and ``last`` days the file covers
+    header: str
+    row: str  # with {ticket}, {day} (dd/mm/yyyy), {time} (hh:mm) and {amount} (0,35)
+    ticket: str  # the till's running number {n}
+    total: str = ""  # the control-total row, when the till writes one
+    #: Of its sales while a round is open, the share the till also sends one at a time (by round).
+    sends_live: tuple[float, ...] = ()
+
+
+#: The tills of the three approved shops, in the order of :data:`SHOPS`.
+TILLS = (
+    Till((30, 44), (7, 20), (0,), 2, "api", "utf-8-sig", "ventes_{first:%Y%m%d}_{last:%Y%m%d}.csv",
+         "N° ticket;Date;Heure;Arrondi", "{ticket};{day};{time};{amount}", "T{n:06d}", "Total;;;{amount}",
+         sends_live=(0.09, 0.6)),
+    Till((13, 21), (9, 19), (6, 0), 4, "page", "utf-8", "export-caisse-{last:%d-%m-%Y}.csv",
+         "Ticket;Date vente;Arrondi;Devise", "{ticket};{day} {time};{amount};EUR", "FDP-{n:05d}"),
+    Till((24, 36), (11, 23), (6,), 3, "page", "iso-8859-15", "Z_{first:%d%m}-{last:%d%m}.csv",
+         "Numéro;Date vente;Montant arrondi", "{ticket};{day} {time};{amount}", "{n:06d}"),
+)
+#: The florist's third file has a row edited by hand that cannot be read; it is sent again, corrected.
+CORRECTED = (1, 2)
+#: Bank transfers from the shops: (shop, received (days from today), what it pays for: the sales
+#: up to that day, the bank statement's reference). The treasurer records them the next morning.
+REMITTANCES: tuple[tuple[int, int, int, str], ...] = (
+    *((0, day, day - 2, "VIR SEPA BOULANGERIE DU PLATEAU ARRONDIS AU {through:%d%m%Y}")
+      for day in (-38, -31, -24, -17, -10, -3)),
+    (1, -29, -36, "VIREMENT FLEURS DES PENTES REF ARR-{through:%Y%m%d}"),
+    (1, -13, -22, "VIREMENT FLEURS DES PENTES REF ARR-{through:%Y%m%d}"),
+    (2, -37, -41, "VIR BISTROT CROIX ROUSSE SARL ARRONDIS {received:%d/%m}"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundPlan:
+    """A collection round of the story; days are counted from today."""
+
+    title: str
+    description: str
+    created: int
+    opens: int
+    closes: int
+    candidates: tuple[str, ...]  # campaign keys, in ballot order
+    rule: str
+    top_n: int | None
+    people_votes: int
+    code_votes: int
+    leanings: tuple[int, ...]  # how voters lean, per candidate
+    closed: int | None = None  # the day the admin closes it, and its largest share is paid the day after next
+
+
+ROUNDS = (
+    RoundPlan("Premier tour des arrondis des Pentes",
+              "Les arrondis de la boulangerie, du fleuriste et du bistrot, répartis entre trois projets du "
+              "quartier au prorata des votes.",
+              -30, -29, -9, ("cagette", "recycleur", "cantine"), "proportional", None, 24, 16, (5, 3, 2), closed=-8),
+    RoundPlan("Deuxième tour des arrondis des Pentes",
+              "Les deux projets les plus votés se partagent la cagnotte à parts égales. Votez avec le code "
+              "imprimé sur votre ticket, ou en vous connectant.",
+              -7, -6, 14, ("recycleur", "cantine", "polar", "brasserie"), "top_n", 2, 9, 6, (2, 3, 4, 2)),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sale:
+    ticket: str
+    sold_at: datetime  # UTC
+    amount: int
+
+
+@dataclass
+class _Round:
+    """A round of the story: its terms now, the round and its ballot once created."""
+
+    plan: RoundPlan
+    terms: RoundTerms
+    made: Round | None = None
+    ballot: list[int] = field(default_factory=list)
+    #: Sales the till sent one at a time while the vote was open: their receipts carry a code.
+    receipts: list[_Sale] = field(default_factory=list)
+
+    @property
+    def id(self) -> int:
+        assert self.made is not None, "used before the round is created"
+        return self.made.id
+
+
+def _shops(d: Demo) -> None:
+    """The shops apply through their managers and the admin decides. The services stamp the
+    clock's time; the story's moments replace those stamps, so the pages tell it in order."""
+    for name, address, siret, email, applied, approved in SHOPS:
+        manager = d.people[email]
+        shop = apply_shop(d.session, manager, name=name, address=address, siret=siret,
+                          contact_name=manager.display_name, contact_email=manager.email)
+        shop.created_at = d.at(applied, 15, 20)
+        if approved:
+            decide_shop(d.session, shop.id, approve=True, admin=d.admin)
+            shop.decided_at = d.at(applied + 2, 9, 40)
+        d.shops.append(shop)
+    credentials.create_shop_key(d.session, d.shops[0], "Caisse du comptoir")
+    d.session.flush()
+
+
+def _cents(rng: random.Random) -> int:
+    """A round-up: the bill to the next euro, sometimes to the euro after."""
+    cents = rng.randint(1, 99)
+    return cents + 100 if rng.random() < 0.08 else cents
+
+
+def _sales(d: Demo, till: Till) -> dict[date, list[_Sale]]:
+    """A shop's sales with a round-up, day by day, over the last :data:`ROUNDUP_DAYS` days."""
+    number, days = d.rng.randint(1_000, 60_000), {}
+    opening = (till.hours[1] - till.hours[0]) * 60
+    for offset in range(-ROUNDUP_DAYS, 0):
+        day = d.today + timedelta(days=offset)
+        if day.weekday() in till.closed_on:
+            continue
+        sales = []
+        for minute in sorted(d.rng.randrange(opening) for _ in range(d.rng.randint(*till.sales_per_day))):
+            number += 1
+            sold_at = d.local(day, till.hours[0] + minute // 60, minute % 60)
+            sales.append(_Sale(till.ticket.format(n=number), sold_at, _cents(d.rng)))
+        days[day] = sales
+    return days
+
+
+def _comma(cents: int) -> str:
+    return f"{cents // 100},{cents % 100:02d}"
+
+
+def _export(d: Demo, till: Till, sales: Sequence[_Sale], unreadable: int | None = None) -> bytes:
+    """The till's file of ``sales``; the row at ``unreadable`` has an amount typed by hand, wrong."""
+    zone, lines = ZoneInfo(d.rules.timezone), [till.header]
+    for n, sale in enumerate(sales):
+        local = sale.sold_at.astimezone(zone)
+        amount = _comma(sale.amount)
+        if n == unreadable:
+            amount = amount.replace("0", "O", 1) if "0" in amount else f"{amount}O"
+        lines.append(till.row.format(ticket=sale.ticket, day=f"{local:%d/%m/%Y}", time=f"{local:%H:%M}",
+                                     amount=amount))
+    if till.total:
+        lines.append(till.total.format(amount=_comma(sum(s.amount for s in sales))))
+    return ("\r\n".join(lines) + "\r\n").encode(till.encoding)
+
+
+def _files(d: Demo, n: int, days: dict[date, list[_Sale]]) -> None:
+    """The shop's files, one every few days, each uploaded the morning after the last day it covers."""
+    shop, till = d.shops[n], TILLS[n]
+    uploader = None if till.source == "api" else d.people[SHOPS[n][3]].id
+    for number, start in enumerate(range(-ROUNDUP_DAYS, -1, till.every_days)):
+        covered = [d.today + timedelta(days=o) for o in range(start, min(start + till.every_days, -1))]
+        sales = [sale for day in covered for sale in days.get(day, ())]
+        if not sales:
+            continue
+        name = till.filename.format(first=covered[0], last=covered[-1])
+        when = d.local(covered[-1] + timedelta(days=1), 8, 10 + 9 * n)
+        uploads = [(name, _export(d, till, sales), when)]
+        if (n, number) == CORRECTED:
+            uploads = [(name, _export(d, till, sales, unreadable=len(sales) // 2), when),
+                       (name.replace(".csv", "-corrige.csv"), uploads[0][1], when + timedelta(hours=3))]
+        for filename, data, at in uploads:
+            d.on(at, lambda filename=filename, data=data, at=at: import_sales(
+                d.session, shop_id=shop.id, stream=io.BytesIO(data), filename=filename, source=till.source,
+                rules=d.rules, now=at, uploaded_by_id=uploader))
+
+
+def _sent_live(d: Demo, shop: Shop, sales: Sequence[_Sale], codes: dict[str, str | None]) -> None:
+    """Sales the till sends one at a time as they happen; ``codes`` gets the vote code each answer
+    may carry, by ticket."""
+    for sale in sales:
+        when = sale.sold_at + timedelta(seconds=d.rng.randint(2, 40))
+
+        def send(sale: _Sale = sale, when: datetime = when) -> None:
+            codes[sale.ticket] = record_roundup(
+                d.session, shop_id=shop.id, ticket_id=sale.ticket, amount=sale.amount, currency=d.rules.currency,
+                sold_at=sale.sold_at, rules=d.rules, now=when, code_secret=d.vote_secret).vote_code
+
+        d.on(when, send)
+
+
+def _remittance(d: Demo, n: int, received: int, through: int, reference: str) -> None:
+    """A shop's transfer for its sales up to ``through``, recorded by the treasurer the next morning."""
+    shop, received_on, through_on = d.shops[n], d.today + timedelta(days=received), d.today + timedelta(days=through)
+    when = d.at(received + 1, 8, 30)
+
+    def record() -> None:
+        declared = d.session.scalar(select(func.coalesce(func.sum(Roundup.amount), 0))
+                                    .where(Roundup.shop_id == shop.id, Roundup.sold_on <= through_on))
+        due = int(declared) - shop_statement(d.session, shop.id, d.rules.currency).remitted
+        if due > 0:
+            record_remittance(d.session, shop_id=shop.id, amount=due, currency=d.rules.currency,
+                              reference=reference.format(received=received_on, through=through_on),
+                              received_on=received_on, rules=d.rules, now=when, recorded_by_id=d.treasurer.id)
+
+    d.on(when, record)
+
+
+# --------------------------------------------------------------------------- collection rounds
+
+
+def _round(d: Demo, plan: RoundPlan) -> _Round:
+    """The admin sets up a round for the approved shops, before its vote opens."""
+    shop_ids = tuple(s.id for s in d.shops if s.status == ShopStatus.APPROVED)
+    story = _Round(plan, RoundTerms(
+        title=plan.title, description=plan.description, shop_ids=shop_ids,
+        candidate_ids=tuple(d.campaigns[key].id for key in plan.candidates), opens_at=d.at(plan.opens, 4),
+        closes_at=d.at(plan.closes, 21), voters="both", rule=plan.rule, top_n=plan.top_n))
+    created_at = d.at(plan.created, 14)
+
+    def create() -> None:
+        story.made = create_round(d.session, story.terms, currency=d.rules.currency, now=created_at,
+                                  created_by_id=d.admin.id)
+        story.ballot = [candidate.id for candidate, _votes in tallies(d.session, story.made.id)]
+
+    d.on(created_at, create)
+    return story
+
+
+def _votes(d: Demo, story: _Round, voters: Sequence[User], codes: dict[str, str | None]) -> None:
+    """Backers who sign in to vote, and customers who type the code printed on their receipt
+    (some of them, a day or so after their purchase)."""
+    plan, last = story.plan, min(story.terms.closes_at - timedelta(hours=1), d.at(-1, 21))
+    usable = [sale for sale in story.receipts if sale.sold_at + timedelta(hours=31) < last]
+    receipts, lean = d.rng.sample(usable, plan.code_votes), range(len(plan.leanings))
+    for who, when in zip(voters, d.moments(plan.opens + 1, min(plan.closes - 1, -1), len(voters)), strict=True):
+        choice = d.rng.choices(lean, plan.leanings)[0]
+        d.on(when, lambda who=who, when=when, choice=choice: cast_vote(
+            d.session, story.id, story.ballot[choice], now=when, user_id=who.id))
+    for sale in receipts:
+        when = min(sale.sold_at + timedelta(hours=d.rng.randint(1, 30)), last)
+        choice = d.rng.choices(lean, plan.leanings)[0]
+        d.on(when, lambda sale=sale, when=when, choice=choice: cast_vote(
+            d.session, story.id, story.ballot[choice], now=when, code=codes[sale.ticket]))
+
+
+def _close(d: Demo, story: _Round, day: int) -> None:
+    """The admin closes the round the morning after its vote; the treasurer pays the largest share
+    by transfer two days later."""
+    closed_at, paid_at = d.at(day, 9), d.at(day + 2, 10)
+    d.on(closed_at, lambda: close_round(d.session, story.id, now=closed_at, actor_id=d.admin.id))
+
+    def disburse() -> None:
+        largest = allocations(d.session, story.id)[0]
+        disburse_allocation(d.session, largest.id, reference=f"VIR-{paid_at:%Y%m%d}-ARRONDIS-TOUR-{story.id}",
+                            now=paid_at, actor_id=d.treasurer.id)
+
+    d.on(paid_at, disburse)
+
+
+def _roundups(d: Demo) -> None:
+    """The shops, their sales and files, the bakery's till, the remittances, and the rounds."""
+    _shops(d)
+    rounds = [_round(d, plan) for plan in ROUNDS]
+    codes: dict[str, str | None] = {}
+    for n, till in enumerate(TILLS):
+        days = _sales(d, till)
+        _files(d, n, days)
+        for r, share in zip(rounds, till.sends_live, strict=False):
+            live = [s for sales in days.values() for s in sales
+                    if r.terms.opens_at < s.sold_at < r.terms.closes_at and d.rng.random() < share]
+            _sent_live(d, d.shops[n], live, codes)
+            r.receipts += live
+    for n, received, through, reference in REMITTANCES:
+        _remittance(d, n, received, through, reference)
+    backers = d.rng.sample(d.backers, max(r.plan.people_votes for r in rounds))
+    for r in rounds:
+        # The demo contributor voted in the closed round; the open one still awaits her vote.
+        voters = ([d.donor] if r.plan.closed is not None else []) + backers
+        _votes(d, r, voters[:r.plan.people_votes], codes)
+        if r.plan.closed is not None:
+            _close(d, r, r.plan.closed)
 
 
 # --------------------------------------------------------------------------- loading
@@ -811,24 +1142,28 @@ def _loaded(session: Session) -> str | None:
                                                                                         *OLDER_MARKERS))))
 
 
+def _roundup_rules() -> RoundupRules:
+    return platform_rules() if has_app_context() else RoundupRules()
+
+
+def _vote_secret() -> bytes:
+    return code_secret() if has_app_context() else b"fundraising demo: vote codes"
+
+
 def load_demo(session: Session, today: date | None = None, policy: Policy | None = None) -> bool:
     """Load the demonstration books; False when they (or an older version) were already there."""
     if _loaded(session) is not None:
         return False
-    rng = random.Random(SEED)
-    today = today or date.today()
-    users, backers, shops = _people(session)
-    d = Demo(session=session, policy=policy or _policy(), gateway=DemoGateway(), rng=rng, today=today,
-             people=users, backers=backers)
+    users, backers = _people(session)
+    d = Demo(session=session, policy=policy or _policy(), gateway=DemoGateway(), rng=random.Random(SEED),
+             today=today or date.today(), people=users, backers=backers, rules=_roundup_rules(),
+             vote_secret=_vote_secret())
     _campaigns(d)
     for story in (_jardin, _cine, _brasserie, _cagette, _recycleur, _cantine, _polar):
         story(d)
+    _roundups(d)
     d.run()
-    start = today - timedelta(days=30)
-    a = _roundup_accounts(session, shops)
-    _roundups(session, a, rng, start)
-    post_entry(session, _entry("volunteering", start + timedelta(days=26), "12 h de bénévolat de compétences",
-                               f"{KEY}:volunteering", (a["864"], 12 * 2500), (a["875"], -12 * 2500)))
+    _volunteering(d)
     return True
 
 
@@ -836,11 +1171,47 @@ def _euros(cents: int) -> str:
     return f"{cents // 100:,} EUR".replace(",", " ")
 
 
+def _cents_text(cents: int) -> str:
+    return f"{cents // 100:,}.{cents % 100:02d} EUR".replace(",", " ")
+
+
+def _shop_lines(session: Session, today: date, late_after_days: int) -> list[str]:
+    lines = []
+    for shop in session.scalars(select(Shop).order_by(Shop.id)):
+        if shop.status != ShopStatus.APPROVED:
+            lines.append(f"  {shop.id:>2}  {shop.status:<9} {shop.name}")
+            continue
+        count = session.scalar(select(func.count()).select_from(Roundup).where(Roundup.shop_id == shop.id))
+        statement = shop_statement(session, shop.id, "EUR")
+        age = statement.age_days(today)
+        owing = f"owes {_cents_text(statement.outstanding):>12}" + (
+            "" if age is None else f", oldest unpaid sale {age} days ago{' (late)' if age > late_after_days else ''}")
+        lines.append(f"  {shop.id:>2}  {shop.status:<9} {shop.name:<27} {count:>5} round-ups, {owing}")
+    return lines
+
+
+def _round_lines(session: Session, now: datetime, secret: bytes) -> list[str]:
+    lines = []
+    for r in session.scalars(select(Round).order_by(Round.id)):
+        votes = session.scalar(select(func.count()).select_from(Vote).where(Vote.round_id == r.id))
+        rule = f"top {r.top_n}" if r.rule == "top_n" else r.rule
+        money = (f"{_cents_text(r.pooled_amount or 0)} pooled" if r.closed_at
+                 else f"until {r.closes_at:%Y-%m-%d}")
+        lines.append(f"  round {r.id}  {round_status(r, now):<9} {rule:<13} {votes:>3} votes, {money}  {r.title}")
+        unused = session.scalar(select(VoteCode).where(VoteCode.round_id == r.id, ~select(Vote.id).where(
+            Vote.code_id == VoteCode.id).exists()).order_by(VoteCode.id).limit(1))
+        if round_status(r, now) == "open" and unused is not None:
+            code = derive_code(secret, r.id, unused.roundup_id)
+            lines.append(f"           a receipt's vote code, not used yet: {code}")
+    return lines
+
+
 @click.command("demo")
 @click.option("--reset", is_flag=True, help="Drop every table, migrate again, then load the demo data.")
 @with_appcontext
 def demo_command(reset: bool) -> None:
-    """Load demonstration data (people, campaigns and their contributions, round-ups) once."""
+    """Load demonstration data (people, campaigns and their contributions, shops, round-ups and
+    rounds) once."""
     if reset:
         db.session.remove()
         downgrade(revision="base")
@@ -859,9 +1230,17 @@ def demo_command(reset: bool) -> None:
     for c in campaigns:
         click.echo(f"  {c.id:>2}  {c.status:<9} {c.kind:<8} {c.funding_model:<14} "
                    f"{_euros(standing[c.id].total):>10} of {_euros(c.goal):>10}  {c.title}", err=True)
+    click.echo("demo shops and collection rounds:", err=True)
+    for line in [*_shop_lines(db.session, date.today(), current_app.config["SHOP_REMINDER_DAYS"]),
+                 *_round_lines(db.session, datetime.now(UTC), code_secret())]:
+        click.echo(line, err=True)
     click.echo("demo data loaded; demo accounts (for demonstrations only) sign in with the password "
                f"{DEMO_PASSWORD}:", err=True)
+    managed = {email: (name, approved) for name, _address, _siret, email, _day, approved in SHOPS}
     for email, _name, roles in PEOPLE:
-        extra = [f"shop ({SHOPS[0]})"] if email == "boulangerie@example.org" else []
+        extra = []
+        if email in managed:
+            name, approved = managed[email]
+            extra = [f"shop ({name})" if approved else f"applied for a shop ({name}, pending)"]
         click.echo(f"  {email:<26} {', '.join([*roles, *extra])}", err=True)
     click.echo(f"  and {len(BACKERS)} backers, such as {_ascii(BACKERS[0][0])}@example.org (contributor)", err=True)

@@ -54,6 +54,7 @@ __all__ = [
     "jobs_group",
     "make_worker",
     "perform",
+    "remind_job",
     "worker_command",
 ]
 
@@ -409,21 +410,39 @@ def worker_command(burst: bool, simple: bool) -> None:
     worker.work(burst=burst, with_scheduler=True)
 
 
+#: When the daily reminder to shops that owe round-ups runs (cron syntax, the server's local time).
+REMIND_CRON = "0 8 * * *"
+
+
+def remind_job() -> list[int]:
+    """The daily job: remind the shops that owe round-ups (each at most once a week, so a
+    second run the same day reminds nobody again). The worker runs it in the app's context."""
+    from fundraising.shops import remind_late_shops
+
+    reminded = remind_late_shops()
+    current_app.logger.info("shop reminders: %s", ", ".join(f"shop {s}" for s in reminded) or "nobody is late")
+    return reminded
+
+
 @click.command("scheduler")
 @click.option("--interval", type=click.IntRange(10, 86_400), default=900, show_default=True,
               help="Seconds between two settlement runs.")
 @with_appcontext
 def scheduler_command(interval: int) -> None:
-    """Enqueue the periodic jobs (settlement of campaigns past their deadline) for the worker."""
+    """Enqueue the periodic jobs for the worker: settlement of campaigns past their deadline
+    (every --interval seconds) and, daily at 08:00, the reminders to shops late with their
+    round-ups."""
     from rq.cron import CronScheduler
 
     from fundraising.settle import settle_job
 
     queue = _state(current_app._get_current_object()).queue  # type: ignore[attr-defined]
     if queue is None:
-        raise click.UsageError("REDIS_URL is not set: run `fundraising campaigns settle` from cron instead")
+        raise click.UsageError("REDIS_URL is not set: run `fundraising campaigns settle` and "
+                               "`fundraising shops remind` from cron instead")
     scheduler = CronScheduler(connection=queue.connection, name="fundraising")
     scheduler.register(settle_job, queue.name, interval=interval, name="settle")
+    scheduler.register(remind_job, queue.name, cron=REMIND_CRON, name="remind-shops")
     scheduler.start()
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 import campaigns.models  # noqa: F401  (campaign tables belong to the same metadata)
+import campaigns.roundup_models  # noqa: F401
 from ledger.models import Base, BigId, UtcDateTime
 
 
@@ -87,15 +88,35 @@ class RoleGrant(Base):
     user: Mapped[User] = relationship(back_populates="grants", foreign_keys=[user_id])
 
 
+class ShopStatus(enum.StrEnum):
+    PENDING = "pending"  # applied, awaiting an admin's decision
+    APPROVED = "approved"  # collects round-ups; its keys work
+    REJECTED = "rejected"
+
+
 class Shop(Base):
-    """A partner shop that collects till round-ups."""
+    """A partner shop that collects till round-ups: it applies, an admin approves it, and its
+    managers hold its API keys. Its money is in the ledger (see :mod:`campaigns.roundups`)."""
 
     __tablename__ = "shops"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(20), default="approved")
+    status: Mapped[str] = mapped_column(String(20), default=ShopStatus.APPROVED.value)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    address: Mapped[str] = mapped_column(String(300), default="")
+    #: SIRET: 14 digits, the establishment's number in the French business register.
+    siret: Mapped[str | None] = mapped_column(String(14))
+    contact_name: Mapped[str] = mapped_column(String(120), default="")
+    contact_email: Mapped[str] = mapped_column(String(254), default="")
+    #: Who applied and who decided (users' ids; no foreign key, so that adding them needed no
+    #: rebuild of a table other tables refer to).
+    applied_by_id: Mapped[int | None] = mapped_column(BigId)
+    decided_by_id: Mapped[int | None] = mapped_column(BigId)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    decision_reason: Mapped[str] = mapped_column(Text, default="")
+    #: When the managers were last reminded of money still owed (at most one reminder a week).
+    last_reminded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class ApiToken(Base):

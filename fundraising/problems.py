@@ -16,6 +16,7 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import HTTPException
 
 from campaigns import errors as campaign_errors
+from campaigns.till_csv import FileProblem
 from fundraising import errors as app_errors
 from ledger import errors as ledger_errors
 
@@ -47,6 +48,16 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     campaign_errors.PaymentUnavailable: 422,
     campaign_errors.PaymentFailed: 402,
     campaign_errors.NothingToPayOut: 409,
+    campaign_errors.InvalidRoundup: 422,
+    campaign_errors.RoundupConflict: 409,
+    campaign_errors.ControlTotalMismatch: 422,
+    campaign_errors.InvalidRemittance: 422,
+    campaign_errors.InvalidRound: 422,
+    campaign_errors.RoundNotFound: 404,
+    campaign_errors.VotingClosed: 409,
+    campaign_errors.VoteRefused: 409,
+    campaign_errors.RoundStateError: 409,
+    FileProblem: 422,
     app_errors.InvalidInput: 422,
     app_errors.EmailTaken: 409,
     app_errors.InvalidCredentials: 401,
@@ -92,6 +103,16 @@ TITLES = {
     "payment-unavailable": _l("Paiement par carte indisponible"),
     "payment-failed": _l("Le paiement a échoué"),
     "nothing-to-pay-out": _l("Rien à reverser"),
+    "invalid-roundup": _l("Arrondi invalide"),
+    "roundup-conflict": _l("Ce ticket a déjà été déclaré avec un autre montant"),
+    "control-total-mismatch": _l("Le total de contrôle ne correspond pas : rien n'a été enregistré"),
+    "invalid-file": _l("Fichier illisible : rien n'a été enregistré"),
+    "invalid-remittance": _l("Versement invalide"),
+    "invalid-round": _l("Tour de collecte invalide"),
+    "round-not-found": _l("Tour de collecte introuvable"),
+    "voting-closed": _l("Le vote n'est pas ouvert"),
+    "vote-refused": _l("Vote refusé"),
+    "round-state": _l("Étape impossible pour ce tour"),
 }
 
 
@@ -131,12 +152,16 @@ DomainError = ledger_errors.DomainError
 
 def domain_problem(exc: DomainError) -> Response:
     field = getattr(exc, "field", None)
+    line = getattr(exc, "line", None)  # a file's problem says where (campaigns.till_csv.FileProblem)
+    message = f"line {line}: {exc.message}" if line else exc.message
+    if field is None and line is not None:
+        field = "file"
     return problem(
         status_for(exc),
         str(TITLES.get(exc.code, gettext("Demande refusée"))),
-        exc.message,
+        message,
         type_=f"/problems/{exc.code}",
-        errors={field: [exc.message]} if field else None,
+        errors={field: [message]} if field else None,
     )
 
 

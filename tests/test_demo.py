@@ -1,23 +1,29 @@
 """``fundraising demo``: campaigns that are live, succeeded and failed, of both kinds, whose
-every euro went through the contribution services (and so ties to the ledger), and the demo's
-in-memory card processor."""
+every euro went through the contribution services (and so ties to the ledger); partner shops,
+their round-ups, remittances and two collection rounds, through the round-up services; and the
+demo's in-memory card processor."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from datetime import UTC, datetime, time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from campaigns.contributions import COUNTED, S
 from campaigns.models import Campaign, Contribution, Payout, RewardTier
 from campaigns.payments import InvalidSignature
+from campaigns.rounds import allocations, has_voted, round_status, tallies
+from campaigns.roundup_models import Remittance, Round, RoundShop, Roundup, RoundupBatch, Vote, VoteCode
+from campaigns.roundups import late_shops, shop_statement, statement_ties
 from campaigns.services import progress
 from campaigns.statement import statement
 from fundraising import create_app
 from fundraising.demo import DemoGateway, load_demo
 from fundraising.extensions import db
-from fundraising.models import User
+from fundraising.models import ApiToken, Shop, User
 from ledger import Account, Entry, find_violations, get_balance, post_entry, run_in_transaction
 from ledger.db import normalize_url
 from tests.conftest import another_database
@@ -100,17 +106,145 @@ def test_rewards_have_stock_and_one_is_nearly_sold_out(demo):
     assert any(t.campaign_id in live and t.stock - t.taken == 1 for t in tiers)
 
 
+def count(session, model) -> int:
+    return session.scalar(select(func.count()).select_from(model))
+
+
 def test_loading_again_changes_nothing(demo):
+    before = [count(demo, model) for model in (Entry, Roundup, RoundupBatch, Remittance, Shop, Round, Vote)]
     entries = demo.scalar(select(Entry.id).order_by(Entry.id.desc()).limit(1))
     assert load_demo(demo, today=TODAY) is False
     assert demo.scalar(select(Entry.id).order_by(Entry.id.desc()).limit(1)) == entries
+    assert [count(demo, model) for model in (Entry, Roundup, RoundupBatch, Remittance, Shop, Round, Vote)] == before
     assert demo.scalar(select(User.id).where(User.email == "camille.martin@example.org")) is not None
 
 
-def test_an_older_demo_is_left_alone(session):
-    post_entry(session, request((account(session), 1), (account(session), -1), key="demo:v1:start"))
+@pytest.mark.parametrize("marker", ["demo:v1:start", "demo:v2:start"])
+def test_an_older_demo_is_left_alone(session, marker):
+    post_entry(session, request((account(session), 1), (account(session), -1), key=marker))
     assert load_demo(session, today=TODAY) is False
     assert session.scalar(select(Account.id).where(Account.key.like("4673:campaign:%"))) is None
+    assert count(session, Shop) == count(session, Roundup) == 0
+
+
+# --------------------------------------------------------------------------- shops, round-ups and rounds
+
+
+def luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = int(ch) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def shops(session) -> dict[str, Shop]:
+    return {s.name: s for s in session.scalars(select(Shop).order_by(Shop.id))}
+
+
+def demo_rounds(session) -> tuple[Round, Round]:
+    closed, open_ = session.scalars(select(Round).order_by(Round.id))
+    return closed, open_
+
+
+def test_three_shops_were_approved_on_application_and_one_still_waits(demo):
+    found = list(shops(demo).values())
+    assert [s.status for s in found] == ["approved", "approved", "approved", "pending"]
+    admin = demo.scalar(select(User).where(User.email == "admin@example.org"))
+    for shop in found:
+        assert shop.address.endswith(("69001 Lyon", "69004 Lyon"))
+        assert len(shop.siret) == 14 and shop.siret.isdigit() and luhn(shop.siret) and luhn(shop.siret[:9])
+        assert shop.contact_name and shop.contact_email.endswith("@example.org")
+        applicant = demo.get(User, shop.applied_by_id)
+        assert applicant.email == shop.contact_email
+        assert (shop.id in applicant.shop_ids()) == (shop.status == "approved")
+        assert (shop.decided_by_id, shop.decided_at is not None) == (
+            (admin.id, True) if shop.status == "approved" else (None, False))
+        assert shop.decided_at is None or shop.created_at < shop.decided_at
+    bakery = found[0]
+    assert demo.scalar(select(ApiToken.name).where(ApiToken.shop_id == bakery.id)) is not None
+
+
+def test_a_few_thousand_roundups_came_in_files_and_one_sale_at_a_time(demo):
+    total, sent_alone = count(demo, Roundup), demo.scalar(
+        select(func.count()).select_from(Roundup).where(Roundup.batch_id.is_(None)))
+    assert 2500 <= total <= 3500
+    assert 100 <= sent_alone <= 250
+    batches = list(demo.scalars(select(RoundupBatch).order_by(RoundupBatch.id)))
+    assert len(batches) >= 30 and sum(b.rows_recorded for b in batches) + sent_alone == total
+    assert {b.encoding for b in batches} == {"utf-8-sig", "utf-8", "iso-8859-15"}
+    assert {(b.delimiter, b.amount_unit) for b in batches} == {(";", "major")}
+    assert {b.source for b in batches} == {"api", "page"}
+    assert any(b.control_total is not None and b.control_total > 0 for b in batches)
+    days = demo.execute(select(func.min(Roundup.sold_on), func.max(Roundup.sold_on))).one()
+    assert 40 <= (TODAY - days[0]).days <= 50 and (TODAY - days[1]).days == 1
+    # The bakery's files also hold the tickets its till had already sent: duplicates, recorded once.
+    assert sum(b.rows_duplicate for b in batches if b.shop_id == shops(demo)["Boulangerie du Plateau"].id) > 50
+
+
+def test_a_file_with_a_row_typed_wrong_was_sent_again_corrected_and_recorded_each_ticket_once(demo):
+    (flawed,) = [b for b in demo.scalars(select(RoundupBatch)) if b.rows_invalid]
+    (problem,) = json.loads(flawed.problems)
+    assert problem["reason"] == "amount" and problem["line"] > 1
+    corrected = demo.scalar(select(RoundupBatch).where(RoundupBatch.filename.like("%-corrige.csv")))
+    assert (corrected.shop_id, corrected.rows_total) == (flawed.shop_id, flawed.rows_total)
+    assert (corrected.rows_recorded, corrected.rows_duplicate, corrected.rows_invalid) == (
+        1, flawed.rows_recorded, 0)
+
+
+def test_each_shop_statement_ties_to_its_tickets_and_the_ledger(demo):
+    for shop in shops(demo).values():
+        assert statement_ties(demo, shop.id, "EUR"), shop.name
+    assert find_violations(demo) == []
+
+
+def test_the_bakery_is_up_to_date_the_florist_behind_and_the_bistrot_late(demo):
+    found = shops(demo)
+    bakery, florist, bistrot = (found[name] for name in (
+        "Boulangerie du Plateau", "Fleurs des Pentes", "Bistrot de la Croix-Rousse"))
+    ages = {shop.name: shop_statement(demo, shop.id, "EUR").age_days(TODAY) for shop in (bakery, florist, bistrot)}
+    assert ages[bakery.name] <= 7 < ages[florist.name] <= 30 < ages[bistrot.name]
+    late = late_shops(demo, [s.id for s in found.values()], currency="EUR", today=TODAY, after_days=30)
+    assert [s.shop_id for s in late] == [bistrot.id]
+    for shop, transfers in ((bakery, 6), (florist, 2), (bistrot, 1)):
+        remittances = list(demo.scalars(select(Remittance).where(Remittance.shop_id == shop.id)))
+        assert len(remittances) == transfers and all(r.reference.startswith("VIR") for r in remittances)
+        assert sum(r.amount for r in remittances) == shop_statement(demo, shop.id, "EUR").remitted > 0
+
+
+def test_the_closed_round_allocated_exactly_its_pool_by_votes_and_paid_one_share(demo):
+    closed, _open = demo_rounds(demo)
+    assert (closed.rule, closed.voters, closed.closed_at is not None) == ("proportional", "both", True)
+    assert closed.closed_at >= closed.closes_at
+    pooled = demo.scalars(select(RoundShop.pooled_amount).where(RoundShop.round_id == closed.id)).all()
+    assert len(pooled) == 3 and all(pooled) and closed.pooled_amount == sum(pooled) > 0
+    votes = list(demo.scalars(select(Vote).where(Vote.round_id == closed.id)))
+    assert 35 <= len(votes) == closed.votes_cast <= 45
+    assert sum(v.user_id is not None for v in votes) >= 10 and sum(v.code_id is not None for v in votes) >= 10
+    shares = allocations(demo, closed.id)
+    assert 3 <= len(shares) <= 4 and sum(a.amount for a in shares) == closed.pooled_amount
+    assert [a.votes for a in shares] == sorted((a.votes for a in shares), reverse=True)  # more votes, more money
+    assert get_balance(demo, closed.pool_account_id).posted == 0
+    (paid,) = [a for a in shares if a.disbursed_at is not None]
+    assert paid is shares[0] and paid.disbursed_reference.startswith("VIR-")
+    assert get_balance(demo, paid.account_id).posted == 0
+    assert all(get_balance(demo, a.account_id).posted_normal == a.amount for a in shares[1:])
+
+
+def test_the_open_round_has_its_first_votes_and_codes_left_for_the_demo(demo):
+    closed, open_ = demo_rounds(demo)
+    assert round_status(open_, datetime.combine(TODAY, time(12), UTC)) == "open"
+    assert (open_.rule, open_.top_n, open_.voters) == ("top_n", 2, "both")
+    assert 3 <= len(tallies(demo, open_.id)) <= 4
+    votes = list(demo.scalars(select(Vote).where(Vote.round_id == open_.id)))
+    assert 10 <= len(votes) <= 20 and {v.user_id is None for v in votes} == {True, False}
+    codes = demo.scalar(select(func.count()).select_from(VoteCode).where(VoteCode.round_id == open_.id))
+    assert codes >= 80 and codes > sum(v.code_id is not None for v in votes)  # receipts not used yet
+    donor = demo.scalar(select(User).where(User.email == "donatrice@example.org"))
+    assert has_voted(demo, closed.id, donor.id) and not has_voted(demo, open_.id, donor.id)
+    # Every sale the till sent during a round carries a code; none before or between them.
+    assert count(demo, VoteCode) == demo.scalar(
+        select(func.count()).select_from(Roundup).where(Roundup.batch_id.is_(None)))
 
 
 # --------------------------------------------------------------------------- the demo gateway
