@@ -47,14 +47,29 @@ def create_app(overrides: dict[str, Any] | None = None, *, instance_path: str | 
     with app.app_context():
         configure_engine(db.engine)
 
-    from fundraising import api, auth, authz, cli, contribute, dashboard, i18n, jobs, manage, problems, security, web
+    from fundraising import (
+        api,
+        auth,
+        authz,
+        cli,
+        contribute,
+        dashboard,
+        i18n,
+        jobs,
+        manage,
+        problems,
+        round_pages,
+        security,
+        shop_pages,
+        web,
+    )
 
     i18n.init_app(app)
     security.init_app(app)
     authz.init_app(app)
     jobs.init_app(app)
     problems.register_error_handlers(app)
-    for blueprint in (web.bp, auth.bp, dashboard.bp, contribute.bp, manage.bp):
+    for blueprint in (web.bp, auth.bp, dashboard.bp, contribute.bp, manage.bp, shop_pages.bp, round_pages.bp):
         app.register_blueprint(blueprint)
     api.init_app(app)
     cli.register(app)

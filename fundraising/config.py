@@ -141,6 +141,8 @@ def load_config(env: Mapping[str, str], instance_path: Path) -> dict[str, Any]:
         "SHOP_TIMEZONE": _timezone(env),
         "SHOP_REMINDER_DAYS": _int(env, "SHOP_REMINDER_DAYS", 30, 1, 365),
         "ROUNDUP_UPLOAD_MAX_MB": _int(env, "ROUNDUP_UPLOAD_MAX_MB", 200, 1, 2_000),
+        # No request body is larger than a till file: Werkzeug refuses more (413) before reading it.
+        "MAX_CONTENT_LENGTH": _int(env, "ROUNDUP_UPLOAD_MAX_MB", 200, 1, 2_000) * 1024 * 1024,
         "REDIS_URL": env.get("REDIS_URL") or None,
         "MAIL_SERVER": env.get("MAIL_SERVER") or None,
         "MAIL_PORT": _port(env),

@@ -5,6 +5,7 @@ Transparency is a promise to users: every fund's money in and out is public, tie
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, current_app, has_request_context, redirect, render_template, request, session
@@ -14,10 +15,10 @@ from werkzeug.wrappers import Response
 from campaigns.lifecycle import PUBLIC
 from campaigns.models import Campaign, Status
 from campaigns.services import progress, public_campaigns
-from fundraising import contribute
+from fundraising import contribute, round_pages
 from fundraising.extensions import db
 from fundraising.i18n import LOCALES
-from ledger import POSTED_PHASES, Account, Entry, Posting, get_balance, trial_balance
+from ledger import POSTED_PHASES, Account, Entry, Posting, get_balance
 
 bp = Blueprint("web", __name__)
 
@@ -75,7 +76,8 @@ def set_language() -> Response:
 def home() -> str:
     live = public_campaigns(db.session, [Status.LIVE])
     progress_by_id = progress(db.session, live)
-    return render_template("home.html", campaigns=live, progress=progress_by_id, funds=_round_funds())
+    return render_template("home.html", campaigns=live, progress=progress_by_id,
+                           rounds=round_pages.featured_rounds(db.session, datetime.now(UTC)))
 
 
 @bp.get("/campagnes/<int:campaign_id>")
@@ -86,20 +88,6 @@ def campaign(campaign_id: int) -> str:
     if found is None or Status(found.status) not in PUBLIC:
         abort(404)
     return render_template("campaign.html", **contribute.campaign_context(found))
-
-
-def _round_funds() -> list[dict[str, object]]:
-    """Round-up pools, with what came in and went out (their postings only, not the whole books)."""
-    rows = [r for r in trial_balance(db.session, owner_type="round") if r.code in PUBLIC_CODES]
-    funds = [
-        {"key": r.key, "name": r.name, "currency": r.currency, "collected": r.credits, "spent": r.debits,
-         "held": r.credits - r.debits}
-        for r in rows
-    ]
-    biggest = max((f["collected"] for f in funds), default=0)
-    for fund in funds:
-        fund["step"] = bar_step(fund["collected"], biggest)
-    return funds
 
 
 def _statement(account_id: int) -> tuple[list[object], object]:

@@ -160,7 +160,7 @@ def test_home_page_shows_live_campaigns_with_progress_and_the_round_pool(demo_ap
     assert page.status_code == 200
     assert "La Cagette" in html and 'class="bar"' in html
     assert "collectés sur 1\u202f500,00\u00a0EUR" in html  # goal, French amount format
-    assert "Cagnotte des arrondis, tour 1" in html and "4673:campaign" not in html
+    assert "Premier tour des arrondis des Pentes" in html and "4673:campaign" not in html
 
 
 def test_fund_statement_ties_to_the_balance(demo_app):
