@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from flask_babel import force_locale
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
@@ -28,10 +27,8 @@ from fundraising import shops
 from fundraising.extensions import db
 from fundraising.forms import error_message
 from fundraising.i18n import format_money
-from fundraising.mail import send_mail
 from fundraising.manage import Refused, parse_amount, parse_day, put_error
 from fundraising.models import Shop, ShopStatus, User
-from fundraising.payments import external_url
 from fundraising.roundup_forms import (
     FILE_REASONS,
     MESSAGES,
@@ -150,7 +147,6 @@ def decide(shop_id: int) -> Response | str:
 
     def work(session: Session) -> Shop:
         decided = shops.decide_shop(session, shop_id, approve=action == "approve", admin=admin, reason=reason)
-        _mail_decision(session, decided)
         return decided
 
     try:
@@ -165,21 +161,6 @@ def decide(shop_id: int) -> Response | str:
         flash(_("La candidature de « %(shop)s » est refusée ; la raison lui est envoyée.", shop=decided.name),
               "success")
     return redirect(url_for("shops.applications"), code=303)
-
-
-def _mail_decision(session: Session, shop: Shop) -> None:
-    """Tell the applicant, in their language, once the decision commits."""
-    applicant = session.get(User, shop.applied_by_id) if shop.applied_by_id else None
-    to = applicant.email if applicant is not None else shop.contact_email
-    if not to:
-        return
-    with force_locale((applicant.locale if applicant is not None else None) or "fr"):
-        approved = shop.status == ShopStatus.APPROVED
-        subject = (_("« %(shop)s » est partenaire de Solidons", shop=shop.name) if approved
-                   else _("Votre candidature de commerce partenaire"))
-        link = external_url("shops.shop", shop_id=shop.id) if approved else external_url("shops.apply")
-        send_mail(to, subject, render_template("shops/decision_mail.txt", shop=shop, approved=approved, link=link,
-                                               name=applicant.display_name if applicant else shop.contact_name))
 
 
 # --------------------------------------------------------------------------- a shop's page

@@ -23,6 +23,7 @@ from fundraising import mail, people
 from fundraising.errors import InvalidInput, NotFound
 from fundraising.extensions import db
 from fundraising.models import Role, Shop, ShopStatus, User
+from fundraising.payments import external_url
 from ledger import run_in_transaction
 
 MAX_NAME = 200
@@ -62,12 +63,12 @@ def _siret(value: str | None) -> str | None:
     digits = "".join((value or "").split())
     if not digits:
         return None
-    if len(digits) != 14 or not digits.isdigit() or not _luhn(digits):
+    if len(digits) != 14 or not digits.isdigit() or not luhn_ok(digits):
         raise InvalidInput("a SIRET has 14 digits and a valid check digit", field="siret")
     return digits
 
 
-def _luhn(digits: str) -> bool:
+def luhn_ok(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
         n = int(ch) * (2 if i % 2 else 1)
@@ -92,7 +93,8 @@ def apply_shop(session: Session, applicant: User, *, name: str, address: str, si
 
 
 def decide_shop(session: Session, shop_id: int, *, approve: bool, admin: User, reason: str = "") -> Shop:
-    """Approve a pending shop (its applicant becomes its manager) or reject it with a reason."""
+    """Approve a pending shop (its applicant becomes its manager) or reject it with a reason; the
+    applicant is mailed the decision once it commits."""
     shop = session.get(Shop, shop_id, with_for_update=True)
     if shop is None:
         raise NotFound("no such shop")
@@ -106,7 +108,24 @@ def decide_shop(session: Session, shop_id: int, *, approve: bool, admin: User, r
         if applicant is not None:
             people.grant_role(session, applicant, Role.SHOP, shop=shop, granted_by=admin)
     session.flush()
+    _mail_decision(session, shop)
     return shop
+
+
+def _mail_decision(session: Session, shop: Shop) -> None:
+    """Tell the applicant, in their language, once the decision commits."""
+    applicant = session.get(User, shop.applied_by_id) if shop.applied_by_id else None
+    to = applicant.email if applicant is not None else shop.contact_email
+    if not to:
+        return
+    with force_locale((applicant.locale if applicant is not None else None) or "fr"):
+        approved = shop.status == ShopStatus.APPROVED
+        subject = (_("« %(shop)s » est partenaire de Solidons", shop=shop.name) if approved
+                   else _("Votre candidature de commerce partenaire"))
+        link = external_url("shops.shop", shop_id=shop.id) if approved else external_url("shops.apply")
+        text = render_template("shops/decision_mail.txt", shop=shop, approved=approved, link=link,
+                               name=applicant.display_name if applicant else shop.contact_name)
+        mail.send_mail(to, subject, text)
 
 
 # --------------------------------------------------------------------------- who sees what

@@ -67,8 +67,18 @@ def init_app(app: Flask) -> None:
     api.init_app(app)
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
 
-    from fundraising.api import campaigns_api, contributions_api, docs, ledger_api, tokens
+    from fundraising.api import (
+        campaigns_api,
+        contributions_api,
+        docs,
+        ledger_api,
+        rounds_api,
+        roundups_api,
+        shops_api,
+        tokens,
+    )
 
-    for blueprint in (tokens.blp, ledger_api.blp, campaigns_api.blp, contributions_api.blp):
+    for blueprint in (tokens.blp, ledger_api.blp, campaigns_api.blp, contributions_api.blp, roundups_api.blp,
+                      shops_api.blp, rounds_api.blp):
         api.register_blueprint(blueprint, url_prefix=API_PREFIX)
     app.register_blueprint(docs.bp)
