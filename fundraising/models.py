@@ -21,7 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-import campaigns.models  # noqa: F401  (campaign tables belong to the same metadata)
+# The campaign and round-up tables belong to the same metadata.
+import campaigns.models
 import campaigns.roundup_models  # noqa: F401
 from ledger.models import Base, BigId, UtcDateTime
 
