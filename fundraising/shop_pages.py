@@ -147,6 +147,7 @@ def decide(shop_id: int) -> Response | str:
 
     def work(session: Session) -> Shop:
         decided = shops.decide_shop(session, shop_id, approve=action == "approve", admin=admin, reason=reason)
+        shops.mail_decision(session, decided)
         return decided
 
     try:

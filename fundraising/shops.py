@@ -93,8 +93,8 @@ def apply_shop(session: Session, applicant: User, *, name: str, address: str, si
 
 
 def decide_shop(session: Session, shop_id: int, *, approve: bool, admin: User, reason: str = "") -> Shop:
-    """Approve a pending shop (its applicant becomes its manager) or reject it with a reason; the
-    applicant is mailed the decision once it commits."""
+    """Approve a pending shop (its applicant becomes its manager) or reject it with a reason.
+    Pages and the API then tell the applicant with :func:`mail_decision`."""
     shop = session.get(Shop, shop_id, with_for_update=True)
     if shop is None:
         raise NotFound("no such shop")
@@ -108,11 +108,10 @@ def decide_shop(session: Session, shop_id: int, *, approve: bool, admin: User, r
         if applicant is not None:
             people.grant_role(session, applicant, Role.SHOP, shop=shop, granted_by=admin)
     session.flush()
-    _mail_decision(session, shop)
     return shop
 
 
-def _mail_decision(session: Session, shop: Shop) -> None:
+def mail_decision(session: Session, shop: Shop) -> None:
     """Tell the applicant, in their language, once the decision commits."""
     applicant = session.get(User, shop.applied_by_id) if shop.applied_by_id else None
     to = applicant.email if applicant is not None else shop.contact_email

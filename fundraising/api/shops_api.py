@@ -264,7 +264,9 @@ def apply_shop(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _decide(shop_id: int, *, approve: bool, reason: str = "") -> dict[str, Any]:
-    return shop_dict(shops.decide_shop(db.session, shop_id, approve=approve, admin=_user(), reason=reason))
+    shop = shops.decide_shop(db.session, shop_id, approve=approve, admin=_user(), reason=reason)
+    shops.mail_decision(db.session, shop)
+    return shop_dict(shop)
 
 
 @blp.route("/shops/<int:shop_id>/approve", methods=["POST"])
