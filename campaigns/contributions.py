@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from campaigns import books
 from campaigns.errors import (
@@ -218,8 +218,8 @@ def contribute(session: Session, *, campaign_id: int, contributor_id: int, contr
     reference = reference or new_reference()
     if reward is not None:
         _take_unit(session, reward.id)
-    c = Contribution(
-        campaign_id=campaign.id, contributor_id=contributor_id, amount=amount, currency=currency,
+    c = _insert_contribution(
+        session, campaign_id=campaign.id, contributor_id=contributor_id, amount=amount, currency=currency,
         payment_method=method.value, status=S.PENDING.value, reference=reference,
         reward_id=reward.id if reward else None, public_name=public_name, anonymous=bool(anonymous),
         message=(message or "").strip(), shipping_address=(shipping_address or "").strip(),
@@ -228,14 +228,31 @@ def contribute(session: Session, *, campaign_id: int, contributor_id: int, contr
         stripe_checkout_id=checkout.id if checkout else None, created_at=now, updated_at=now,
         pending_entry_id=new_entry_id() if method in OFFLINE_METHODS else None,
     )
-    session.add(c)
-    session.flush()
     if method in OFFLINE_METHODS:
         # No idempotency key: the entry is made once with its contribution, in the same transaction.
         post_entry(session, books.money_in(
             session, c, _fund(campaign), amount, now.date(), key=None, kind=f"gift.{method.value}",
             memo=f"{c.reference}: {method.value} awaited"), pending=True, now=now, entry_id=c.pending_entry_id)
     return c, checkout.url if checkout else None
+
+
+_CONTRIBUTIONS = Contribution.__table__
+#: Every column but the id, in a fixed order: one statement, compiled once.
+_CONTRIBUTION_COLUMNS = tuple(column.key for column in _CONTRIBUTIONS.columns if column.key != "id")
+_INSERT_CONTRIBUTION = insert(_CONTRIBUTIONS).returning(_CONTRIBUTIONS.c.id)
+
+
+def _insert_contribution(session: Session, **values: Any) -> Contribution:
+    """Insert a new contribution with one statement and return it as a persistent object of the
+    session, as if it had just been loaded. Every column is written (those not given are NULL),
+    so no attribute is left to load later. On the path of every gift, the ORM's flush of a
+    single new object costs about as much again as the statement itself."""
+    row = dict.fromkeys(_CONTRIBUTION_COLUMNS) | values
+    row["id"] = session.connection().execute(_INSERT_CONTRIBUTION, row).scalar_one()
+    c = Contribution(**row)
+    make_transient_to_detached(c)
+    session.add(c)
+    return c
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
 from ledger.models import POSTED_PHASES, Account, Balance, Entry, Phase, Posting, normal_sign
+from ledger.posting import apply_held_balances
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class TrialBalanceRow:
 
 
 def find_violations(session: Session) -> list[str]:
+    apply_held_balances(session)  # the cached balances compared below include this transaction's own
     return list(_global_sums(session)) + list(_entry_seals(session)) + list(_orphans(session)) + list(
         _links(session)
     ) + list(_cached_balances(session)) + list(_currencies(session)) + list(_negative_balances(session))

@@ -9,6 +9,14 @@ entry, so single-entry transactions never deadlock. A hot account spreads its ba
 campaign do not queue on one row. A decrease of an account that may not go negative locks every
 shard of that account (in order) and checks the total first.
 
+Inside :func:`~ledger.unit_of_work.run_in_transaction`, balance changes that need no check are
+held back and written just before the commit (:func:`hold_balances`), all in the same
+``(account_id, shard)`` order: a hot row is then locked for the last statement and the commit
+only, not for the rest of the request. The accounts such an entry moves are read ``FOR SHARE``,
+so that :func:`close_account` cannot close one while the entry is in flight (it waits, then sees
+the balance); a posting that finds an account closed meanwhile is refused (the shared read
+returns the committed row). A balance read or a checked decrease writes what is held first.
+
 Idempotency. An entry posted with an ``idempotency_key`` that exists returns the stored entry
 when the request is the same (``replayed=True``) and raises :class:`IdempotencyConflict` when it
 differs. On PostgreSQL concurrent posts of one key are serialized by a transaction-scoped advisory
@@ -30,7 +38,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from ledger.errors import (
     AccountClosed,
@@ -171,6 +179,9 @@ _SELECT_ACCOUNTS_AND_KEY = (
     _SELECT_ACCOUNTS.add_columns(Entry.id, Entry.request_hash)
     .outerjoin(Entry, Entry.idempotency_key == bindparam("key"))
 )
+#: The same reads, locking the accounts against a concurrent close while balances are held.
+_SELECT_ACCOUNTS_SHARED = _SELECT_ACCOUNTS.with_for_update(read=True, of=Account)
+_SELECT_ACCOUNTS_AND_KEY_SHARED = _SELECT_ACCOUNTS_AND_KEY.with_for_update(read=True, of=Account)
 _INSERT_POSTINGS = insert(Posting.__table__)
 _INSERT_ENTRY = insert(Entry.__table__)
 
@@ -282,7 +293,8 @@ def _load_accounts_and_key(
         return _load_accounts(session, wanted), (_find_by_key(session, key) if key else None)
     found: dict[int, AccountInfo] = {}
     existing = None
-    for row in session.connection().execute(_SELECT_ACCOUNTS_AND_KEY, {"ids": wanted, "key": key}):
+    query = _SELECT_ACCOUNTS_AND_KEY_SHARED if _held(session) is not None else _SELECT_ACCOUNTS_AND_KEY
+    for row in session.connection().execute(query, {"ids": wanted, "key": key}):
         found[row[0]] = AccountInfo(*row[:8])
         if row[8] is not None:
             existing = (row[8], row[9], key)
@@ -295,8 +307,9 @@ def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, AccountInf
     wanted = sorted(set(ids))
     found: dict[int, AccountInfo] = {}
     connection = session.connection()
+    query = _SELECT_ACCOUNTS_SHARED if _held(session) is not None else _SELECT_ACCOUNTS
     for start in range(0, len(wanted), 1000):
-        for row in connection.execute(_SELECT_ACCOUNTS, {"ids": wanted[start : start + 1000]}):
+        for row in connection.execute(query, {"ids": wanted[start : start + 1000]}):
             found[row[0]] = AccountInfo(*row)
     return found
 
@@ -355,9 +368,10 @@ def open_account(
 
 def close_account(session: Session, account_id: int, *, now: datetime | None = None) -> Account:
     """Close an empty account: no posting can reach it afterwards."""
-    # FOR NO KEY UPDATE, not FOR UPDATE: a posting in flight holds this account's balance rows
-    # and still needs a key share of the account row (its foreign key); FOR UPDATE would block
-    # it while we wait for those balance rows, and the two would deadlock.
+    # FOR NO KEY UPDATE, not FOR UPDATE: a posting in flight may hold this account's balance rows
+    # and still need a key share of the account row (its foreign key); FOR UPDATE would block
+    # it while we wait for those balance rows, and the two would deadlock. A posting whose
+    # balances are held read the account FOR SHARE: we wait for it to commit, then see its money.
     account = session.get(Account, account_id, with_for_update={"key_share": True})
     if account is None:
         raise AccountNotFound(f"no account {account_id}")
@@ -373,6 +387,7 @@ def close_account(session: Session, account_id: int, *, now: datetime | None = N
 
 def get_balance(session: Session, account_id: int, *, lock: bool = False) -> AccountBalance:
     """The account's cached balance: one indexed read of at most ``balance_shards`` rows."""
+    apply_held_balances(session)  # this transaction's own changes first
     account = session.get(Account, account_id)
     if account is None:
         raise AccountNotFound(f"no account {account_id}")
@@ -382,13 +397,15 @@ def get_balance(session: Session, account_id: int, *, lock: bool = False) -> Acc
     if lock:
         query = query.with_for_update()
     rows = session.execute(query).all()
+    held = _root_held(session)  # still held only inside a savepoint (see apply_held_balances)
+    own = held.deltas.get(account_id, _Delta()) if held is not None else _Delta()
     return AccountBalance(
         account_id=account_id,
         currency=account.currency,
         sign=account.normal_sign,
-        posted=sum(r[0] for r in rows),
-        pending_debits=sum(r[1] for r in rows),
-        pending_credits=sum(r[2] for r in rows),
+        posted=sum(r[0] for r in rows) + own.posted,
+        pending_debits=sum(r[1] for r in rows) + own.pending_debits,
+        pending_credits=sum(r[2] for r in rows) + own.pending_credits,
     )
 
 
@@ -444,11 +461,14 @@ def _apply_deltas(session: Session, accounts: Mapping[int, AccountInfo], deltas:
     moving = [(account_id, deltas[account_id]) for account_id in sorted(deltas)
               if deltas[account_id].posted or deltas[account_id].pending_debits or deltas[account_id].pending_credits]
     if not any(_needs_check(accounts[account_id], delta) for account_id, delta in moving):
-        if moving:
-            session.connection().execute(
-                _UPDATE_SHARD, [_shard_params(account_id, _shard(accounts[account_id]), delta, 1)
-                                for account_id, delta in moving])
+        held = _held(session)
+        if held is not None:
+            for account_id, delta in moving:
+                _add(held, accounts[account_id], delta)
+        elif moving:
+            _write_shards(session, accounts, moving)
         return
+    apply_held_balances(session)  # the check must see this transaction's own changes
     applied: list[tuple[int, int, _Delta]] = []
     try:
         for account_id in sorted(deltas):
@@ -479,6 +499,90 @@ _UPDATE_SHARD = text(
     "UPDATE ledger_balances SET posted = posted + :p, pending_debits = pending_debits + :pd, "
     "pending_credits = pending_credits + :pc WHERE account_id = :a AND shard = :s"
 )
+
+
+def _write_shards(session: Session, accounts: Mapping[int, AccountInfo], moving: Sequence[tuple[int, _Delta]]) -> None:
+    """One batch of unchecked changes, in ``account_id`` order, each on a random shard."""
+    session.connection().execute(
+        _UPDATE_SHARD, [_shard_params(account_id, _shard(accounts[account_id]), delta, 1)
+                        for account_id, delta in moving])
+
+
+# --------------------------------------------------------------------------- held balances
+
+_HELD = "ledger.held_balances"
+
+
+@dataclass(slots=True)
+class _Held:
+    """Unchecked balance changes of one transaction, not yet written (see :func:`hold_balances`)."""
+
+    transaction: object  # the session's root SessionTransaction they belong to
+    accounts: dict[int, AccountInfo]
+    deltas: dict[int, _Delta]
+
+
+def hold_balances(session: Session) -> None:
+    """Hold back this transaction's unchecked balance changes until :func:`apply_held_balances`,
+    which :func:`~ledger.unit_of_work.run_in_transaction` calls just before it commits.
+
+    Why: every gift moves the same few hot balance rows; written at once, each row stays locked
+    from the posting to the end of the request, and concurrent gifts queue on it. Held, it is
+    locked for one statement and the commit. Changes made inside a savepoint are never held (a
+    savepoint's rollback must undo them), nor are those after a balance read or a checked
+    decrease (see :func:`apply_held_balances`).
+    """
+    held = session.info.get(_HELD)
+    transaction = _plain(session).get_transaction()
+    if held is None or held.transaction is not transaction:
+        session.info[_HELD] = _Held(transaction, {}, {})
+
+
+def apply_held_balances(session: Session) -> None:
+    """Write the held changes, in ``(account_id, shard)`` order, and hold no more in this
+    transaction: after a balance read or a checked decrease, its locks are taken as it goes.
+    Inside a savepoint nothing is written (its rollback would undo changes made before it): they
+    stay held until the commit, and :func:`get_balance` counts them meanwhile."""
+    held = _root_held(session)
+    if held is None or _plain(session).get_nested_transaction() is not None:
+        return
+    del session.info[_HELD]
+    moving = [(account_id, delta) for account_id, delta in sorted(held.deltas.items())
+              if delta.posted or delta.pending_debits or delta.pending_credits]
+    if moving:
+        _write_shards(session, held.accounts, moving)
+
+
+def forget_held_balances(session: Session) -> None:
+    """Drop what is held (the transaction rolled back: its postings are gone too)."""
+    session.info.pop(_HELD, None)
+
+
+def _root_held(session: Session) -> _Held | None:
+    """What the session's current transaction holds, if anything."""
+    held = session.info.get(_HELD)
+    if held is None or held.transaction is not _plain(session).get_transaction():
+        return None
+    return held
+
+
+def _held(session: Session) -> _Held | None:
+    """Where to hold a new change: the current transaction's holding, unless a savepoint is open."""
+    held = _root_held(session)
+    return None if held is None or _plain(session).get_nested_transaction() is not None else held
+
+
+def _plain(session: Session) -> Session:
+    """The session itself, also when given the application's scoped session (its registry's)."""
+    return session() if isinstance(session, scoped_session) else session
+
+
+def _add(held: _Held, account: AccountInfo, delta: _Delta) -> None:
+    total = held.deltas.setdefault(account.id, _Delta())
+    total.posted += delta.posted
+    total.pending_debits += delta.pending_debits
+    total.pending_credits += delta.pending_credits
+    held.accounts[account.id] = account
 
 
 def _shard_params(account_id: int, shard: int, delta: _Delta, sign: int) -> dict[str, int]:

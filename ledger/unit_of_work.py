@@ -17,6 +17,8 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 
+from ledger.posting import apply_held_balances, forget_held_balances, hold_balances
+
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 5
@@ -44,16 +46,22 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def run_in_transaction(session: Session, work: Callable[[Session], T], *, attempts: int = MAX_ATTEMPTS) -> T:
-    """Run ``work(session)`` and commit; roll back on any error, retrying races only."""
+    """Run ``work(session)`` and commit; roll back on any error, retrying races only.
+
+    The ledger's unchecked balance changes are held until just before the commit (see
+    :func:`ledger.posting.hold_balances`), so the hot balance rows stay locked only briefly."""
     for attempt in range(1, attempts + 1):
+        current = session() if isinstance(session, scoped_session) else session
         try:
-            current = session() if isinstance(session, scoped_session) else session
             if not current.in_transaction():
                 current.begin()  # open now, so after-commit hooks registered before any SQL wait
+            hold_balances(current)
             result = work(session)
+            apply_held_balances(current)
             session.commit()
             return result
         except BaseException as exc:
+            forget_held_balances(current)
             session.rollback()
             if attempt < attempts and is_retryable(exc):
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))

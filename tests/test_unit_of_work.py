@@ -54,3 +54,84 @@ def test_a_connection_the_server_killed_is_replaced_and_the_work_run_again(postg
         new_pid = run_in_transaction(session, work)
     assert new_pid != pid and len(calls) == 2
     engine.dispose()
+
+
+# --------------------------------------------------------------------------- held balance changes
+
+
+def _accounts(session):
+    from tests.factories import account
+
+    bank = account(session, code="512", allow_negative=True)
+    fund = account(session, code="4673", type="liability", allow_negative=False, shards=4)
+    return bank.id, fund.id
+
+
+def test_balances_held_until_the_commit_are_seen_by_reads_and_checks_of_the_same_transaction(fresh_database):
+    from ledger import find_violations, get_balance, post_entry
+    from tests.factories import request
+
+    engine = fresh_database.engine()
+    with Session(engine) as session:
+        bank, fund = run_in_transaction(session, _accounts)
+
+        def work(s):
+            post_entry(s, request((bank, 500), (fund, -500)))
+            seen = get_balance(s, fund).posted_normal
+            post_entry(s, request((bank, 200), (fund, -200)))
+            return seen, find_violations(s), get_balance(s, fund).posted_normal
+
+        assert run_in_transaction(session, work) == (500, [], 700)
+    with Session(engine) as session:
+        assert get_balance(session, fund).posted_normal == 700
+        assert find_violations(session) == []
+    engine.dispose()
+
+
+def test_a_rolled_back_transaction_or_savepoint_leaves_no_held_change_behind(fresh_database):
+    from ledger import find_violations, get_balance, post_entry
+    from tests.factories import request
+
+    engine = fresh_database.engine()
+    with Session(engine) as session:
+        bank, fund = run_in_transaction(session, _accounts)
+
+        def fails(s):
+            post_entry(s, request((bank, 500), (fund, -500)))
+            raise InvalidEntry("changed my mind")
+
+        with pytest.raises(InvalidEntry):
+            run_in_transaction(session, fails)
+
+        def with_savepoint(s):
+            post_entry(s, request((bank, 300), (fund, -300)))  # held
+            savepoint = s.begin_nested()
+            post_entry(s, request((bank, 40), (fund, -40)))  # inside the savepoint: written at once
+            savepoint.rollback()
+            return get_balance(s, fund).posted_normal
+
+        assert run_in_transaction(session, with_savepoint) == 300
+    with Session(engine) as session:
+        assert get_balance(session, fund).posted_normal == 300
+        assert find_violations(session) == []
+    engine.dispose()
+
+
+def test_a_checked_decrease_sees_the_held_increase_before_it(fresh_database):
+    from ledger import InsufficientFunds, get_balance, post_entry
+    from tests.factories import account, request
+
+    engine = fresh_database.engine()
+    with Session(engine) as session:
+        bank, fund = run_in_transaction(session, _accounts)
+        other = run_in_transaction(session, lambda s: account(s, code="512", allow_negative=True).id)
+
+        def work(s):
+            post_entry(s, request((bank, 500), (fund, -500)))  # held
+            post_entry(s, request((fund, 450), (other, -450)))  # a decrease of a fund: checked
+            with pytest.raises(InsufficientFunds):
+                post_entry(s, request((fund, 100), (other, -100)))
+            return get_balance(s, fund).posted_normal
+
+        assert run_in_transaction(session, work) == 50
+    engine.dispose()

@@ -56,6 +56,19 @@ class TextParser(FlaskParser):
         args = MultiDict((key, drop_nul(value)) for key, value in req.args.items(multi=True))
         return self._makeproxy(args, schema)
 
+    def _get_schema(self, argmap: Any, req: Request) -> ma.Schema:
+        """A view's schema class is made into an instance once, not once per request (webargs
+        would build a new one, a deep copy of every declared field, for each request). A schema
+        keeps no state between loads, so one instance serves every request and thread."""
+        if isinstance(argmap, type) and issubclass(argmap, ma.Schema):
+            return _schema_instance(argmap)
+        return super()._get_schema(argmap, req)
+
+
+@functools.cache
+def _schema_instance(schema_class: type[ma.Schema]) -> ma.Schema:
+    return schema_class()
+
 
 class Blueprint(flask_smorest.Blueprint):
     """The API's blueprints: flask-smorest's, reading input through :class:`TextParser`."""

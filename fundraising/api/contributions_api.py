@@ -184,10 +184,12 @@ def contribute(data: dict[str, Any], campaign_id: int) -> dict[str, Any]:
         visible_campaign(campaign_id)  # drafts stay hidden; ended campaigns answer "closed"
     user = _user()
     page_ = g.get("card_page") if data["payment_method"] == PaymentMethod.CARD else None
+    # No gateway is passed: a card's page was opened before the transaction (with the caller's
+    # locale, see _open_card_page), so the service needs no locale of its own.
     c, checkout_url = contributions.contribute(
         db.session, campaign_id=campaign_id, contributor_id=user.id, contributor_email=user.email,
         policy=payments.policy(), reference=page_[0] if page_ else None, checkout=page_[1] if page_ else None,
-        locale=select_locale(), **data)
+        **data)
     if c.payment_method in OFFLINE_METHODS:
         payments.notify_contribution("instructions", c.id)
     return contribution_dict(c, checkout_url)
