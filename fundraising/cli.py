@@ -25,6 +25,7 @@ from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
 from fundraising.config import ConfigError
 from fundraising.extensions import db
+from fundraising.settle import parse_now
 from ledger import find_violations, run_in_transaction, trial_balance
 from ledger.db import read_snapshot
 from ledger.errors import DomainError
@@ -270,15 +271,6 @@ MAX_LISTED_ROUNDS = 1000
 PROGRESS_STEP = 256 * 1024  # bytes
 
 
-def _parse_moment(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"expected an ISO date-time such as 2026-12-31T23:59:00+01:00, got {value!r}",
-                                 param=param) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -414,7 +406,7 @@ class ClosedRound:
 
 @rounds_group.command("close")
 @click.argument("round_id", type=click.IntRange(min=1))
-@click.option("--now", "now", callback=_parse_moment, metavar="ISO-DATETIME",
+@click.option("--now", "now", callback=parse_now, metavar="ISO-DATETIME",
               help="Close as if it were this moment (default: now; naive times are UTC).")
 def rounds_close(round_id: int, now: datetime | None) -> None:
     """Close a round: tally its votes and allocate its pool.
@@ -488,7 +480,7 @@ def rounds_list(limit: int) -> None:
 
 
 @shops_group.command("remind")
-@click.option("--now", "now", callback=_parse_moment, metavar="ISO-DATETIME",
+@click.option("--now", "now", callback=parse_now, metavar="ISO-DATETIME",
               help="Remind as if it were this moment (default: now; naive times are UTC).")
 def shops_remind(now: datetime | None) -> None:
     """Remind the shops late with their round-ups, by mail.

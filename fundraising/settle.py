@@ -47,7 +47,7 @@ def _summary(report: SettlementReport) -> str:
     return "; ".join(parts)
 
 
-def _parse_now(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+def parse_now(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
@@ -59,7 +59,7 @@ def _parse_now(_ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 @campaigns_group.command("settle")
-@click.option("--now", "now", callback=_parse_now, metavar="ISO-DATETIME",
+@click.option("--now", "now", callback=parse_now, metavar="ISO-DATETIME",
               help="Settle as if it were this moment (default: now; naive times are UTC).")
 @with_appcontext
 def settle_command(now: datetime | None) -> None:

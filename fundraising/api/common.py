@@ -90,7 +90,7 @@ def unit_of_work(view: Callable[..., Any]) -> Callable[..., Response]:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Response:
-        key = _idempotency_key()
+        key = idempotency_key()
         principal = current_principal()
         scope = principal.key if principal and key else None
         fingerprint = _fingerprint() if scope else ""
@@ -98,13 +98,13 @@ def unit_of_work(view: Callable[..., Any]) -> Callable[..., Response]:
         def work(session: Session) -> Response:
             record = None
             if scope:
-                claimed = _claim(session, scope, key, fingerprint)
+                claimed = claim_key(session, scope, key, fingerprint)
                 if isinstance(claimed, Response):
                     return claimed
                 record = claimed
             response = make_response(view(*args, **kwargs))
             if record is not None:
-                _store(session, record, response)
+                store_answer(session, record, response)
             return response
 
         return run_in_transaction(db.session, work)
@@ -138,7 +138,7 @@ def already_answered() -> bool:
     return found is not None
 
 
-def _idempotency_key() -> str | None:
+def idempotency_key() -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
@@ -171,7 +171,7 @@ _STORE = (
 )
 
 
-def _claim(session: Session, scope: str, key: str, fingerprint: str) -> int | Response:
+def claim_key(session: Session, scope: str, key: str, fingerprint: str) -> int | Response:
     """Insert this request's record, or find the one already there: one statement when the key
     is new (``INSERT ... ON CONFLICT DO NOTHING``, which waits for a concurrent holder of the key
     to finish), a second to read the stored answer when it is not."""
@@ -195,7 +195,7 @@ def _claim(session: Session, scope: str, key: str, fingerprint: str) -> int | Re
     return response
 
 
-def _store(session: Session, record_id: int, response: Response) -> None:
+def store_answer(session: Session, record_id: int, response: Response) -> None:
     session.connection().execute(_STORE, {
         "record_id": record_id, "status_code": response.status_code,
         "content_type": response.content_type or "application/json",

@@ -29,10 +29,15 @@ from campaigns.roundup_models import RoundupBatch
 from campaigns.roundups import MAX_TICKET_LENGTH, batch_problems
 from campaigns.till_csv import FileProblem
 from fundraising import shops
-from fundraising.api.common import Blueprint, PageArgs, page, unit_of_work
-from fundraising.api.common import _claim as claim_key
-from fundraising.api.common import _idempotency_key as idempotency_key
-from fundraising.api.common import _store as store_answer
+from fundraising.api.common import (
+    Blueprint,
+    PageArgs,
+    claim_key,
+    idempotency_key,
+    page,
+    store_answer,
+    unit_of_work,
+)
 from fundraising.authz import current_principal
 from fundraising.credentials import Principal
 from fundraising.errors import NotFound
