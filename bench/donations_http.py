@@ -548,9 +548,11 @@ def run(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[str, Any]
             server.wait_ready(deadline)
         lap("servers_ready")
         settings = f"gunicorn -w {args.workers} -k gthread --threads {args.threads}"
+        from campaigns.books import PLATFORM_SHARDS
+
         print(f"[setup] database {db.name}, migrated with `fundraising db upgrade`; campaign {world.campaign_id} "
               f"live, fund account {world.fund_account_id} ({world.fund_shards} balance shards), bank account "
-              f"{world.bank_account_id} (1 balance shard: every gift updates it)")
+              f"{world.bank_account_id} ({PLATFORM_SHARDS} balance shards, as in production)")
         print(f"[setup] {settings}: ours `fundraising:create_app()` on :{servers['ours'].port}, baseline "
               f"`bench.bare_app:app` on :{servers['baseline'].port}; {args.clients} clients, one keep-alive "
               f"connection each; {sizes.rounds} rounds of {sizes.round_s:g} s per side, alternating")
