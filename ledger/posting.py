@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy import bindparam, event, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, scoped_session
 
@@ -551,6 +551,13 @@ def apply_held_balances(session: Session) -> None:
               if delta.posted or delta.pending_debits or delta.pending_credits]
     if moving:
         _write_shards(session, held.accounts, moving)
+
+
+@event.listens_for(Session, "before_commit")
+def _write_held_before_commit(session: Session) -> None:
+    """Whatever commits a transaction that holds balance changes writes them first: a commit that
+    skipped :func:`apply_held_balances` would otherwise store postings without their balances."""
+    apply_held_balances(session)
 
 
 def forget_held_balances(session: Session) -> None:

@@ -135,3 +135,21 @@ def test_a_checked_decrease_sees_the_held_increase_before_it(fresh_database):
 
         assert run_in_transaction(session, work) == 50
     engine.dispose()
+
+
+def test_a_commit_by_any_path_writes_the_held_changes_first(fresh_database):
+    from ledger import find_violations, get_balance, post_entry
+    from ledger.posting import hold_balances
+    from tests.factories import request
+
+    engine = fresh_database.engine()
+    with Session(engine) as session:
+        bank, fund = run_in_transaction(session, _accounts)
+        session.begin()
+        hold_balances(session)
+        post_entry(session, request((bank, 250), (fund, -250)))
+        session.commit()  # not through run_in_transaction
+    with Session(engine) as session:
+        assert get_balance(session, fund).posted_normal == 250
+        assert find_violations(session) == []
+    engine.dispose()
