@@ -106,8 +106,21 @@ def shop_accounts(session: Session, shop_id: int, currency: str) -> tuple[int, i
     return _shop_account(session, OWED, shop_id, currency), _shop_account(session, HELD, shop_id, currency)
 
 
+def _shop_key(code: str, shop_id: int, currency: str) -> str:
+    return f"{code}:shop:{shop_id}" if currency == "EUR" else f"{code}:shop:{shop_id}:{currency}"
+
+
+def existing_shop_accounts(session: Session, shop_id: int, currency: str) -> tuple[int, int] | None:
+    """(receivable, collection) of a shop that has declared something, else ``None``: for reading,
+    which opens nothing (the two are opened together, by the first declaration)."""
+    keys = {_shop_key(OWED, shop_id, currency): OWED, _shop_key(HELD, shop_id, currency): HELD}
+    found = {keys[key]: account_id for key, account_id in
+             session.execute(select(Account.key, Account.id).where(Account.key.in_(keys)))}
+    return (found[OWED], found[HELD]) if len(found) == 2 else None
+
+
 def _shop_account(session: Session, code: str, shop_id: int, currency: str) -> int:
-    key = f"{code}:shop:{shop_id}" if currency == "EUR" else f"{code}:shop:{shop_id}:{currency}"
+    key = _shop_key(code, shop_id, currency)
     found = session.scalar(select(Account.id).where(Account.key == key))
     if found is not None:
         return found
@@ -508,7 +521,12 @@ class ShopStatement:
 
 
 def shop_statement(session: Session, shop_id: int, currency: str) -> ShopStatement:
-    owed, held = shop_accounts(session, shop_id, currency)
+    """Read from the shop's accounts; a shop that has declared nothing yet owes nothing."""
+    accounts = existing_shop_accounts(session, shop_id, currency)
+    if accounts is None:
+        return ShopStatement(shop_id=shop_id, currency=currency, declared=0, remitted=0, outstanding=0,
+                             oldest_unpaid_on=None, held=0, poolable=0)
+    owed, held = accounts
     by_day = session.execute(
         select(Entry.effective_on, func.sum(Posting.amount)).join(Entry, Entry.id == Posting.entry_id)
         .where(Posting.account_id == owed, Posting.amount > 0).group_by(Entry.effective_on)
@@ -535,10 +553,11 @@ def _oldest_unpaid(by_day: list[Any], remitted: int) -> date | None:
 def statement_ties(session: Session, shop_id: int, currency: str) -> bool:
     """The shop's tickets, its statement and its ledger balance agree to the cent."""
     statement = shop_statement(session, shop_id, currency)
-    owed, _held = shop_accounts(session, shop_id, currency)
+    accounts = existing_shop_accounts(session, shop_id, currency)
     tickets = int(session.scalar(select(func.coalesce(func.sum(Roundup.amount), 0))
                                  .where(Roundup.shop_id == shop_id, Roundup.currency == currency)))
-    return tickets == statement.declared and get_balance(session, owed).posted == statement.outstanding
+    booked = get_balance(session, accounts[0]).posted if accounts else 0
+    return tickets == statement.declared and booked == statement.outstanding
 
 
 def late_shops(session: Session, shop_ids: list[int], *, currency: str, today: date, after_days: int

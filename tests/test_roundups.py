@@ -369,3 +369,13 @@ def test_every_ticket_is_in_the_books_and_a_missing_entry_would_be_reported(sess
     session.add(orphan)
     session.flush()
     assert len(ticket_violations(session)) == 1
+
+
+def test_reading_a_new_shops_statement_opens_no_account(session, shop):
+    from ledger import Account
+
+    before = session.scalar(select(func.count()).select_from(Account))
+    statement = shop_statement(session, shop.id, "EUR")
+    assert (statement.declared, statement.outstanding, statement.poolable) == (0, 0, 0)
+    assert statement_ties(session, shop.id, "EUR")
+    assert session.scalar(select(func.count()).select_from(Account)) == before
