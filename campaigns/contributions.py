@@ -146,7 +146,8 @@ def _release_unit(session: Session, c: Contribution) -> None:
 # --------------------------------------------------------------------------- giving
 
 
-def _validate(campaign: Campaign, amount: Any, currency: Any, method: Any, policy: Policy, now: datetime) -> None:
+def _validate(campaign: Campaign, amount: Any, currency: Any, method: Any, policy: Policy, now: datetime,
+              loan: bool = False) -> None:
     if not _strict_int(amount):
         raise InvalidContribution("amount is an integer in minor units", field="amount")
     if not policy.min_contribution <= amount <= policy.max_contribution:
@@ -163,7 +164,7 @@ def _validate(campaign: Campaign, amount: Any, currency: Any, method: Any, polic
             f"a cash payment is at most {policy.max_cash_contribution} minor units", field="amount")
     if Status(campaign.status) not in OPEN or campaign.deadline_at <= now:
         raise CampaignClosed("this campaign does not take contributions now", field="campaign_id")
-    if campaign.kind not in (Kind.DONATION, Kind.REWARD):
+    if campaign.kind not in ((Kind.LOAN,) if loan else (Kind.DONATION, Kind.REWARD)):
         raise CampaignClosed(f"a {campaign.kind} campaign takes its contributions its own way", field="campaign_id")
 
 
@@ -172,19 +173,20 @@ def contribute(session: Session, *, campaign_id: int, contributor_id: int, contr
                public_name: str | None = None, anonymous: bool = False, message: str = "",
                shipping_address: str = "", wants_updates: bool = True, gateway: Gateway | None = None,
                urls: CheckoutUrls | None = None, locale: str = "fr", now: datetime | None = None,
-               checkout: Checkout | None = None, reference: str | None = None,
-               ) -> tuple[Contribution, str | None]:
+               checkout: Checkout | None = None, reference: str | None = None, loan: bool = False,
+               accepts_volunteering: bool = False) -> tuple[Contribution, str | None]:
     """Record a contribution; returns it and, for a card, the processor's page to pay on.
 
     Offline methods (transfer, cheque, cash) make a pending entry awaiting the treasurer's
     confirmation. A card pays on the processor's hosted page (keep-it-all) or saves the card
     there (all-or-nothing): ``checkout`` and ``reference`` come from :func:`start_card_payment`,
-    called before the transaction.
+    called before the transaction. A loan's subscription comes through
+    :func:`campaigns.loans.lend` (``loan=True``), which checks the loan's limits first.
     """
     now = now or utcnow()
     campaign = get_campaign(session, campaign_id)
     currency = campaign.currency if currency is None else currency
-    _validate(campaign, amount, currency, payment_method, policy, now)
+    _validate(campaign, amount, currency, payment_method, policy, now, loan)
     method = PaymentMethod(payment_method)
     if method == PaymentMethod.CARD and checkout is None and (gateway is None or urls is None):
         raise PaymentUnavailable("card payment is not available here; give by transfer, cheque or cash",
@@ -224,7 +226,8 @@ def contribute(session: Session, *, campaign_id: int, contributor_id: int, contr
         reward_id=reward.id if reward else None, public_name=public_name, anonymous=bool(anonymous),
         message=(message or "").strip(), shipping_address=(shipping_address or "").strip(),
         fulfilment=FulfilmentStatus.TO_SEND.value if reward else FulfilmentStatus.NONE.value,
-        wants_updates=bool(wants_updates), paid_amount=0, refunded_amount=0, fee_amount=0,
+        wants_updates=bool(wants_updates), accepts_volunteering=bool(accepts_volunteering),
+        paid_amount=0, refunded_amount=0, fee_amount=0,
         stripe_checkout_id=checkout.id if checkout else None, created_at=now, updated_at=now,
         pending_entry_id=new_entry_id() if method in OFFLINE_METHODS else None,
     )

@@ -145,3 +145,38 @@ class RoundStateError(CampaignError):
     twice, disbursing an allocation twice."""
 
     code = "round-state"
+
+
+class InvalidLoan(CampaignError):
+    """A loan's terms are wrong (rate, term, grace, method, volunteering share, limits per lender),
+    or a subscription breaks them (below the minimum, above a lender's cap, beyond what is sought)."""
+
+    code = "invalid-loan"
+
+
+class LoanNotFound(CampaignError):
+    """No loan with this id, or none behind this campaign."""
+
+    code = "loan-not-found"
+
+
+class LoanStateError(CampaignError):
+    """A step that does not apply to the loan as it stands: repaying a loan not disbursed or
+    already repaid, disbursing twice, deciding declared hours twice."""
+
+    code = "loan-state"
+
+
+class InvalidRepayment(CampaignError):
+    """A repayment's terms are wrong (amount beyond what is owed, method, reference), or its
+    reference was already used for another amount."""
+
+    code = "invalid-repayment"
+
+
+class InvalidVolunteering(CampaignError):
+    """Declared hours that cannot count: an organisation not on the approved list, hours not in
+    quarters, a date in the future, more than the volunteering part still owed, a loan that takes
+    no volunteering."""
+
+    code = "invalid-volunteering"

@@ -196,6 +196,9 @@ class Contribution(Base):
     message: Mapped[str] = mapped_column(String(1000), default="")
     shipping_address: Mapped[str] = mapped_column(String(500), default="")
     fulfilment: Mapped[str] = mapped_column(String(10), default=FulfilmentStatus.NONE.value)
+    #: A loan's lender agrees that the share of the loan the terms set be repaid to them in skills
+    #: volunteering for other organisations rather than in money.
+    accepts_volunteering: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Mail the project's news to this contributor.
     wants_updates: Mapped[bool] = mapped_column(Boolean, default=True)
     paid_amount: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from campaigns import books
+from campaigns import books, loans
 from campaigns.errors import InvalidContribution, NothingToPayOut
 from campaigns.lifecycle import Actor
-from campaigns.models import Payout, Status
+from campaigns.models import Kind, Payout, Status
 from campaigns.payments import Gateway
 from campaigns.services import get_campaign, transition
 from ledger import get_balance, post_entry
@@ -87,6 +87,9 @@ def pay_out(session: Session, campaign_id: int, *, actor: Actor, actor_id: int |
         if not 3 <= len(reference) <= 140:
             raise InvalidContribution("give the bank transfer's reference (3 to 140 characters)", field="reference")
     number = f"{campaign.id}-{count + 1}"
+    if campaign.kind == Kind.LOAN:
+        # The lenders' money leaves as a loan: their claims and the schedule start with the payout.
+        loans.disburse_crowd(session, campaign, now=now)
     entry = post_entry(session, books.payout(session, campaign.currency, campaign.fund_account_id, amount,
                                              now.date(), key=f"payout:{number}", method=method,
                                              memo=f"Payout {reference}", number=number), now=now)

@@ -34,6 +34,16 @@ class Policy:
     #: The counterpart of a tax-deductible gift is worth at most this fraction of it.
     valeur_modique_ratio: tuple[int, int] = (1, 4)
     valeur_modique_ceilings: Mapping[int, int] = field(default_factory=lambda: dict(DEFAULT_VALEUR_MODIQUE_CEILINGS))
+    #: What one lender may lend one project, in minor units: French crowdlending caps differ for
+    #: zero-interest loans and interest-bearing ones.
+    loan_cap_zero_rate: int = 500_000
+    loan_cap_interest: int = 200_000
+    #: Days past due after which a late loan is in default.
+    loan_default_days: int = 90
+    #: Days before a due date that the borrower is reminded; late borrowers are reminded weekly.
+    loan_reminder_days: int = 7
+    #: Days an organisation's contact has to confirm declared hours through the mailed link.
+    volunteering_link_days: int = 30
     #: Payment instructions shown for a bank transfer.
     bank_account_holder: str = ""
     bank_iban: str = ""
@@ -51,6 +61,10 @@ class Policy:
         """The most a counterpart may be worth for a tax-deductible gift of ``gift``."""
         numerator, denominator = self.valeur_modique_ratio
         return min(gift * numerator // denominator, self.valeur_modique_ceiling(on))
+
+    def loan_cap(self, rate_bp: int) -> int:
+        """The most one lender may lend one project at this rate."""
+        return self.loan_cap_zero_rate if rate_bp == 0 else self.loan_cap_interest
 
     def platform_fee(self, amount: int) -> int:
         """The platform's commission on ``amount``, rounded half up to the minor unit."""

@@ -36,6 +36,8 @@ from sqlalchemy.orm import Session
 
 from campaigns.books import BANK, platform_account
 from campaigns.errors import InvalidRound, RoundNotFound, RoundStateError, VoteRefused, VotingClosed
+from campaigns.loan_models import Loan
+from campaigns.loans import revolving_account
 from campaigns.models import Campaign, Status
 from campaigns.roundup_models import (
     AllocationRule,
@@ -48,7 +50,7 @@ from campaigns.roundup_models import (
     Voters,
 )
 from campaigns.roundups import code_digest, normalize_code, shop_accounts, shop_statement
-from ledger import Account, EntryRequest, Leg, open_account, post_entry
+from ledger import Account, EntryRequest, Leg, get_balance, open_account, post_entry
 from ledger.money import allocate
 
 MAX_CANDIDATES = 50
@@ -278,12 +280,19 @@ def _pool_shops(session: Session, round_: Round, pool_id: int) -> int:
         shop.pooled_amount = poolable
         if poolable > 0:
             legs.append(Leg(shop_accounts(session, shop.shop_id, round_.currency)[1], poolable))
+    # What earlier rounds' loans repaid waits in the revolving fund: the first round to close takes it.
+    revolving = revolving_account(session, round_.currency, create=False)
+    repaid = max(get_balance(session, revolving, lock=True).available, 0) if revolving is not None else 0
+    round_.repaid_pooled = repaid
+    if repaid:
+        legs.append(Leg(revolving, repaid))
     pooled = sum(leg.amount for leg in legs)
     if pooled:
         post_entry(session, EntryRequest(
             kind="round.pool", legs=(*legs, Leg(pool_id, -pooled)), effective_on=round_.closes_at.date(),
-            memo=f"Arrondis versés par les commerces du tour {round_.id}", ref_type="round", ref_id=str(round_.id),
-            idempotency_key=f"round:{round_.id}:pool"))
+            memo=f"Arrondis versés par les commerces du tour {round_.id}"
+                 + (f" et {repaid} remboursés par les prêts des tours précédents" if repaid else ""),
+            ref_type="round", ref_id=str(round_.id), idempotency_key=f"round:{round_.id}:pool"))
     return pooled
 
 
@@ -321,6 +330,8 @@ def disburse_allocation(session: Session, allocation_id: int, *, reference: str,
         raise RoundStateError("this allocation was already paid", field="allocation_id")
     if not allocation.amount or allocation.account_id is None:
         raise RoundStateError("nothing was allocated to this project", field="allocation_id")
+    if session.scalar(select(Loan.id).where(Loan.allocation_id == allocation.id)) is not None:
+        raise RoundStateError("this allocation is lent: the loan is disbursed instead", field="allocation_id")
     account = session.get(Account, allocation.account_id)
     post_entry(session, EntryRequest(
         kind="grant.payout", legs=(Leg(allocation.account_id, allocation.amount),

@@ -151,6 +151,8 @@ class Round(Base):
     closed_by_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id"))
     pool_account_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("ledger_accounts.id"))
     pooled_amount: Mapped[int | None] = mapped_column(BigInteger)
+    #: Of ``pooled_amount``, what earlier rounds' loans repaid (the revolving fund).
+    repaid_pooled: Mapped[int | None] = mapped_column(BigInteger)
     votes_cast: Mapped[int | None] = mapped_column(Integer)
 
 

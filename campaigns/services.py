@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from campaigns.errors import CampaignNotFound, InvalidCampaign
 from campaigns.lifecycle import EDITABLE, Actor, next_status
+from campaigns.loan_models import Loan
 from campaigns.models import Campaign, CampaignTransition, Contribution, FundingModel, Kind, Status
 from campaigns.models import ContributionStatus as S
 from ledger import POSTED_PHASES, Entry, Posting, open_account
@@ -154,12 +155,29 @@ def transition(session: Session, campaign_id: int, action: str, *, actor: Actor,
         raise InvalidCampaign("a rejection gives its reason", field="reason")
     if action == "cancel" and source == Status.LIVE and not reason.strip():
         raise InvalidCampaign("cancelling a live campaign gives its reason: its backers are told", field="reason")
+    if campaign.kind == Kind.LOAN and action in ("submit", "approve"):
+        _check_loan_terms(session, campaign, now)
     if action == "approve":
         campaign.fund_account_id = _open_fund(session, campaign, now).id
     campaign.status = target.value
     campaign.updated_at = now
     _record(session, campaign, action, source, target, actor_id, reason.strip(), now)
+    if campaign.kind == Kind.LOAN and target in (Status.FAILED, Status.CANCELLED):
+        session.execute(update(Loan).where(Loan.campaign_id == campaign.id, Loan.source == "crowd",
+                                           Loan.status == "subscribing")
+                        .values(status="cancelled", updated_at=now).execution_options(synchronize_session=False))
     return campaign
+
+
+def _check_loan_terms(session: Session, campaign: Campaign, now: datetime) -> None:
+    """A loan campaign goes to review with its terms, for the amount it seeks."""
+    loan = session.scalar(select(Loan).where(Loan.campaign_id == campaign.id, Loan.source == "crowd"))
+    if loan is None:
+        raise InvalidCampaign("a loan campaign needs its terms (rate, term, method) first", field="loan")
+    if loan.amount_sought != campaign.goal or loan.currency != campaign.currency:
+        loan.amount_sought, loan.currency, loan.updated_at = campaign.goal, campaign.currency, now
+    if loan.volunteering_amount is not None and loan.volunteering_amount > campaign.goal:
+        raise InvalidCampaign("the volunteering share is more than the amount sought", field="volunteering_amount")
 
 
 def _open_fund(session: Session, campaign: Campaign, now: datetime) -> Any:

@@ -21,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+import campaigns.loan_models
+
 # The campaign and round-up tables belong to the same metadata.
 import campaigns.models
 import campaigns.roundup_models  # noqa: F401

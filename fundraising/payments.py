@@ -28,7 +28,9 @@ def policy() -> Policy:
             max_cash_contribution=c["MAX_CASH_CONTRIBUTION"], platform_fee_bps=c["PLATFORM_FEE_BPS"],
             pledge_grace_days=c["PLEDGE_GRACE_DAYS"], valeur_modique_ceilings=c["VALEUR_MODIQUE_CEILINGS"],
             bank_account_holder=c["BANK_ACCOUNT_HOLDER"], bank_iban=c["BANK_IBAN"], cheque_payee=c["CHEQUE_PAYEE"],
-            cheque_address=c["CHEQUE_ADDRESS"],
+            cheque_address=c["CHEQUE_ADDRESS"], loan_cap_zero_rate=c["LOAN_CAP_ZERO_RATE"],
+            loan_cap_interest=c["LOAN_CAP_INTEREST"], loan_default_days=c["LOAN_DEFAULT_DAYS"],
+            loan_reminder_days=c["LOAN_REMINDER_DAYS"], volunteering_link_days=c["VOLUNTEERING_LINK_DAYS"],
         )
         current_app.extensions["fundraising.policy"] = found
     return found

@@ -57,6 +57,11 @@ STATUS_BY_ERROR: dict[type[Exception], int] = {
     campaign_errors.VotingClosed: 409,
     campaign_errors.VoteRefused: 409,
     campaign_errors.RoundStateError: 409,
+    campaign_errors.InvalidLoan: 422,
+    campaign_errors.LoanNotFound: 404,
+    campaign_errors.LoanStateError: 409,
+    campaign_errors.InvalidRepayment: 422,
+    campaign_errors.InvalidVolunteering: 422,
     FileProblem: 422,
     app_errors.InvalidInput: 422,
     app_errors.EmailTaken: 409,
@@ -113,6 +118,11 @@ TITLES = {
     "voting-closed": _l("Le vote n'est pas ouvert"),
     "vote-refused": _l("Vote refusé"),
     "round-state": _l("Étape impossible pour ce tour"),
+    "invalid-loan": _l("Prêt invalide"),
+    "loan-not-found": _l("Prêt introuvable"),
+    "loan-state": _l("Étape impossible pour ce prêt"),
+    "invalid-repayment": _l("Remboursement invalide"),
+    "invalid-volunteering": _l("Heures de bénévolat invalides"),
 }
 
 

@@ -24,6 +24,8 @@ CHART: dict[str, ChartAccount] = {
     a.code: a
     for a in (
         ChartAccount("102", "Fonds associatifs sans droit de reprise", "Association's funds", AccountType.EQUITY),
+        ChartAccount("168", "Autres emprunts et dettes assimilées : prêteurs", "Other borrowings: lenders",
+                     AccountType.LIABILITY),
         ChartAccount("194", "Fonds dédiés", "Dedicated funds (earmarked gifts)", AccountType.LIABILITY),
         ChartAccount("274", "Prêts accordés", "Loans granted", AccountType.ASSET),
         ChartAccount("401", "Fournisseurs et porteurs de projet", "Suppliers and project holders",

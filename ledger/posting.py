@@ -56,7 +56,8 @@ from ledger.errors import (
 from ledger.models import Account, AccountType, Balance, Entry, Phase, Posting, normal_sign
 from ledger.money import MAX_AMOUNT, is_amount, is_currency
 
-MAX_POSTINGS_PER_ENTRY = 10_000
+#: A loan's repayment has one posting per lender: a crowd of lenders makes large entries.
+MAX_POSTINGS_PER_ENTRY = 100_000
 MAX_MEMO_LENGTH = 2_000
 MAX_KIND_LENGTH = 40
 MAX_KEY_LENGTH = 200
