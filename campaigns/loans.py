@@ -147,6 +147,8 @@ def check_terms(terms: LoanTerms, amount: int, policy: Policy, *, today: date | 
         raise bad("first_due_on", "the first due date is a date")
     if terms.first_due_on is not None and today is not None and terms.first_due_on <= today:
         raise bad("first_due_on", "the first due date is in the future")
+    if terms.first_due_on is not None and today is not None and terms.first_due_on > add_months(today, 120):
+        raise bad("first_due_on", "the first due date is at most 10 years ahead")
     if terms.volunteering_bp is not None and terms.volunteering_amount is not None:
         raise bad("volunteering_bp", "give the volunteering share as a percentage or as an amount, not both")
     if terms.volunteering_bp is not None and (not _strict_int(terms.volunteering_bp)
@@ -674,6 +676,15 @@ def _pending_total(session: Session, loan: Loan) -> int:
         LoanRepayment.loan_id == loan.id, LoanRepayment.status == RepaymentStatus.PENDING.value)) or 0)
 
 
+def _check_received_on(received_on: Any, now: datetime) -> None:
+    if received_on is None:
+        return
+    if not isinstance(received_on, date) or isinstance(received_on, datetime):
+        raise InvalidRepayment("received_on is the day the money arrived", field="received_on")
+    if received_on > now.date():
+        raise InvalidRepayment("money is not received in the future", field="received_on")
+
+
 def _check_active(loan: Loan) -> None:
     if loan.status != LoanStatus.ACTIVE:
         raise LoanStateError(f"a {loan.status} loan takes no repayment", field="loan_id")
@@ -687,6 +698,7 @@ def record_repayment(session: Session, loan_id: Any, *, amount: Any, method: Any
     entry. The same reference and amount again is the same repayment (returned, not booked twice);
     the same reference with another amount is refused."""
     now = now or utcnow()
+    _check_received_on(received_on, now)
     loan = get_loan(session, loan_id, lock=True)
     reference = _reference(reference)
     amount = _check_amount(amount)
@@ -716,6 +728,7 @@ def confirm_repayment(session: Session, repayment_id: Any, *, actor_id: int | No
                       now: datetime | None = None) -> LoanRepayment:
     """An announced repayment arrived."""
     now = now or utcnow()
+    _check_received_on(received_on, now)
     repayment = _get_repayment(session, repayment_id)
     loan = get_loan(session, repayment.loan_id, lock=True)
     repayment = _get_repayment(session, repayment_id, lock=True)

@@ -56,6 +56,8 @@ def create_app(overrides: dict[str, Any] | None = None, *, instance_path: str | 
         dashboard,
         i18n,
         jobs,
+        loan_manage,
+        loan_pages,
         manage,
         problems,
         round_pages,
@@ -69,7 +71,8 @@ def create_app(overrides: dict[str, Any] | None = None, *, instance_path: str | 
     authz.init_app(app)
     jobs.init_app(app)
     problems.register_error_handlers(app)
-    for blueprint in (web.bp, auth.bp, dashboard.bp, contribute.bp, manage.bp, shop_pages.bp, round_pages.bp):
+    for blueprint in (web.bp, auth.bp, dashboard.bp, contribute.bp, manage.bp, shop_pages.bp, round_pages.bp,
+                      loan_pages.bp, loan_manage.bp):
         app.register_blueprint(blueprint)
     api.init_app(app)
     cli.register(app)

@@ -217,3 +217,16 @@ def unguarded_endpoints(app: Flask) -> list[str]:
 
 def init_app(app: Flask) -> None:
     app.before_request(enforce)
+
+
+def _merge_loan_rules() -> None:
+    """The loan pages' and API's rules live beside this table, in their own modules."""
+    from fundraising import authz_loan_api, authz_loan_manage, authz_loan_pages
+
+    for extra in (authz_loan_api.RULES, authz_loan_pages.RULES, authz_loan_manage.RULES):
+        clash = set(extra) & set(RULES)
+        assert not clash, f"endpoints with two rules: {sorted(clash)}"
+        RULES.update(extra)
+
+
+_merge_loan_rules()

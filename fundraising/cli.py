@@ -501,11 +501,149 @@ def shops_remind(now: datetime | None) -> None:
     click.echo(f"{len(reminded)} shop(s) reminded" if reminded else "no shop to remind", err=True)
 
 
+# --------------------------------------------------------------------------- loans
+
+loans_group = AppGroup("loans", help="Loans: crowd-lent and from a round's pool; their schedules and reminders.")
+MAX_LISTED_LOANS = 1000
+
+
+def _loan_row(session: Any, loan: Any, state: Any) -> tuple[int, str, str, int, str]:
+    """(loan, project, standing, days late, outstanding): an active loan's standing, another's status."""
+    from campaigns.loan_models import LoanStatus
+    from campaigns.models import Campaign
+
+    title = session.get(Campaign, loan.campaign_id).title
+    standing = state.standing if loan.status == LoanStatus.ACTIVE else loan.status
+    outstanding = _fmt(state.outstanding, loan.currency) if loan.principal else "-"
+    return loan.id, title, standing, state.days_past_due, outstanding
+
+
+@loans_group.command("list")
+@click.option("--late", is_flag=True, help="Only active loans behind their schedule (late or in default), the "
+              "longest late first.")
+@click.option("--on", "on", callback=_parse_date, metavar="YYYY-MM-DD",
+              help="Standing as of this day (default: today).")
+@click.option("--limit", type=click.IntRange(1, MAX_LISTED_LOANS), default=200, show_default=True,
+              help="How many loans, newest first (without --late).")
+def loans_list(late: bool, on: date | None, limit: int) -> None:
+    """List loans: id, project, standing, days late and what is still owed.
+
+    The standing of an active loan is current, late or default (more than LOAN_DEFAULT_DAYS
+    late); another loan shows its status instead (subscribing, approved, repaid, cancelled).
+    What is owed counts the money principal not repaid and the volunteering part not done."""
+    from sqlalchemy import select
+
+    from campaigns import loans
+    from campaigns.loan_models import Loan
+    from fundraising.payments import policy
+
+    today = on or datetime.now(UTC).date()
+    rules = policy()
+    read_snapshot(db.session)
+    if late:
+        found = loans.late_loans(db.session, today, rules)
+    else:
+        found = [(loan, loans.summary(db.session, loan, today, rules))
+                 for loan in db.session.scalars(select(Loan).order_by(Loan.id.desc()).limit(limit))]
+    rows = [_loan_row(db.session, loan, state) for loan, state in found]
+    db.session.rollback()
+    header = f"{'loan':>6}  {'project':<40}  {'standing':<11}  {'days late':>9}  {'outstanding':>16}"
+    click.echo(header)
+    for loan_id, title, standing, days, outstanding in rows:
+        click.echo(f"{loan_id:>6}  {title[:40]:<40}  {standing:<11}  {days:>9}  {outstanding:>16}")
+    if not rows:
+        click.echo("no late loan" if late else "no loans yet", err=True)
+
+
+@loans_group.command("show")
+@click.argument("loan_id", metavar="LOAN_ID", type=click.IntRange(min=1))
+@click.option("--on", "on", callback=_parse_date, metavar="YYYY-MM-DD",
+              help="Statuses as of this day (default: today).")
+def loans_show(loan_id: int, on: date | None) -> None:
+    """Show a loan: its terms, where it stands, and its current schedule.
+
+    Each instalment has a status: paid, partial (something paid, not yet due), late (due and not
+    paid in full), due (today) or upcoming. A loan not yet disbursed has no schedule. Exit 1 for
+    an unknown loan."""
+    from campaigns import loans
+    from campaigns.models import Campaign
+    from fundraising.models import User
+    from fundraising.payments import policy
+
+    today = on or datetime.now(UTC).date()
+    read_snapshot(db.session)
+    try:
+        loan = loans.get_loan(db.session, loan_id)
+    except DomainError as exc:
+        db.session.rollback()
+        raise click.ClickException(exc.message) from None
+    state = loans.summary(db.session, loan, today, policy())
+    campaign = db.session.get(Campaign, loan.campaign_id)
+    borrower = db.session.get(User, loan.borrower_id)
+    rows = [(i.number, i.due_on, i.principal, i.interest, i.paid_principal + i.paid_interest, i.remaining,
+             loans.instalment_status(i, today)) for i in loans.instalments(db.session, loan)]
+    currency = loan.currency
+    lines = [f"loan {loan.id}: {campaign.title} (campaign {campaign.id}, {loan.source})",
+             f"  borrower     {borrower.display_name} <{borrower.email}>" if borrower else "  borrower     -",
+             f"  status       {loan.status}" + (f", {state.standing}" + (f" ({state.days_past_due} days late)"
+                                                                       if state.days_past_due else "")
+                                                if loan.status == "active" else ""),
+             f"  terms        {loan.term_months} months, {loan.rate_bp / 100:g} % a year, {loan.method}"
+             + (f", {loan.grace_months} months of grace" if loan.grace_months else ""),
+             f"  amount       {_fmt(loan.principal or loan.amount_sought, currency)}"
+             + ("" if loan.principal else " sought")]
+    if loan.principal:
+        lines += [f"  volunteering {_fmt(loan.volunteering_principal, currency)}, "
+                  f"{_fmt(state.volunteering_done, currency)} done ({state.volunteering_minutes / 60:g} h)",
+                  f"  repaid       {_fmt(state.repaid_principal, currency)} of principal, "
+                  f"{_fmt(state.repaid_interest, currency)} of interest ({state.repaid_percent} %)",
+                  f"  outstanding  {_fmt(state.outstanding, currency)}"
+                  + (f"; next due {state.next_due_on}: {_fmt(state.next_due_amount, currency)}"
+                     if state.next_due_on else "")]
+    db.session.rollback()
+    for line in lines:
+        click.echo(line)
+    if not rows:
+        click.echo("no schedule: the loan is not disbursed", err=True)
+        return
+    header = (f"{'#':>3}  {'due on':<10}  {'principal':>14}  {'interest':>12}  {'paid':>14}  {'remaining':>14}  "
+              f"status")
+    click.echo(header)
+    for number, due_on, principal, interest, paid, remaining, status in rows:
+        click.echo(f"{number:>3}  {due_on.isoformat():<10}  {_fmt(principal, currency):>14}  "
+                   f"{_fmt(interest, currency):>12}  {_fmt(paid, currency):>14}  {_fmt(remaining, currency):>14}  "
+                   f"{status}")
+
+
+@loans_group.command("remind")
+@click.option("--now", "now", callback=parse_now, metavar="ISO-DATETIME",
+              help="Remind as if it were this moment (default: now; naive times are UTC).")
+def loans_remind(now: datetime | None) -> None:
+    """Remind borrowers of their next instalment, or that they are late, by mail.
+
+    Mails the borrower of every active loan with an instalment due within LOAN_REMINDER_DAYS, or
+    late, at most once a week per loan, and prints the loans reminded. The daily job of
+    `fundraising jobs scheduler` does the same."""
+    from sqlalchemy import select
+
+    from campaigns.loan_models import Loan
+    from campaigns.models import Campaign
+    from fundraising.loans_app import remind_borrowers
+
+    reminded = remind_borrowers(now)
+    titles = dict(db.session.execute(select(Loan.id, Campaign.title).join(Campaign, Campaign.id == Loan.campaign_id)
+                                     .where(Loan.id.in_(reminded))).all()) if reminded else {}
+    db.session.rollback()
+    for loan_id in reminded:
+        click.echo(f"loan {loan_id}\t{titles.get(loan_id, '')}")
+    click.echo(f"{len(reminded)} borrower(s) reminded" if reminded else "no borrower to remind", err=True)
+
+
 def register(app: Flask) -> None:
     from fundraising.demo import demo_command
     from fundraising.jobs import jobs_group
     from fundraising.settle import campaigns_group
 
     for command in (ledger_group, export_command, demo_command, users_group, shops_group, jobs_group,
-                    campaigns_group, roundups_group, rounds_group):
+                    campaigns_group, roundups_group, rounds_group, loans_group):
         app.cli.add_command(command)

@@ -216,12 +216,16 @@ def campaign_context(campaign: Campaign) -> dict[str, object]:
     backers = community.backers(session, campaign.id, limit=BACKERS_SHOWN)
     names = _names({c.contributor_id for c in backers})
     following = current_user.is_authenticated and community.is_following(session, campaign.id, current_user.id)
+    from fundraising import loan_pages  # imports this module
+
     return {
         "campaign": campaign, "progress": progress(session, [campaign])[campaign.id],
         "rewards": contributions.rewards_of(session, campaign.id),
-        "backers": [(contributions.display_name(c, names), c) for c in backers],
+        # A loan's lenders are never named publicly.
+        "backers": [] if campaign.kind == Kind.LOAN else [(contributions.display_name(c, names), c) for c in backers],
         "updates": community.updates_of(session, campaign.id, limit=UPDATES_SHOWN),
         "following": following, "open": takes_contributions(campaign),
+        **loan_pages.campaign_loan_context(campaign),
     }
 
 
@@ -338,6 +342,8 @@ def _render_give(campaign: Campaign, rewards: list[RewardTier], form: GiveForm) 
 @bp.route("/campagnes/<int:campaign_id>/contribuer", methods=["GET", "POST"])
 def give(campaign_id: int) -> Response | tuple[str, int, dict[str, str]]:
     campaign = _public_campaign(campaign_id)
+    if campaign.kind == Kind.LOAN:  # a loan's lenders subscribe on its own form
+        return redirect(url_for("loan_pages.lend", campaign_id=campaign.id), code=303)
     if not takes_contributions(campaign):
         flash(_("Cette campagne ne reçoit plus de contributions."), "info")
         return redirect(url_for("web.campaign", campaign_id=campaign.id), code=303)

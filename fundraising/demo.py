@@ -1,8 +1,8 @@
 """``fundraising demo``: demonstration data, loaded through the same services users go through.
 
 People with every role and thirty backers come first. Then seven campaigns of the two kinds
-people give to, each created, submitted and approved at its own moment in the past, so that
-some have already reached their deadline:
+people give to and two loan campaigns, each created, submitted and approved at its own moment in
+the past, so that some have already reached their deadline:
 
 ==  =================================================  ========  ==============  =========
 id  campaign                                           kind      funding         today
@@ -14,6 +14,8 @@ id  campaign                                           kind      funding        
 5   Le Jardin des Buers                                donation  keep it all     paid out
 6   Brasserie de la Soie                               reward    all or nothing  succeeded
 7   Ciné-Pentes                                        donation  all or nothing  failed
+8   Les Vélos-Cargos des Pentes (24 months, 0 %)       loan      all or nothing  paid out
+9   Le Bocal, épicerie vrac (36 months, 1.5 %)         loan      all or nothing  live
 ==  =================================================  ========  ==============  =========
 
 Every euro of them goes through :mod:`campaigns.contributions`: card gifts and pledges through
@@ -44,6 +46,18 @@ closed, its allocation booked and its largest share paid as a grant by bank tran
 second, the two most voted sharing equally, is open and has its first votes (the demo
 contributor has not voted yet). Volunteering in kind is booked too.
 
+Loans go through :mod:`campaigns.loans`. Twenty people (the demo contributor among them) lent
+the 8,000 EUR of the Vélos-Cargos by transfer and cheque, confirmed by the treasurer; the
+campaign was settled and paid out five months ago, which disbursed the loan: four instalments
+were repaid (two announced by the borrower with their RB- reference, two recorded from the bank
+statement), the fifth is late; four hours of volunteering were confirmed. One lender withdrew
+what came back; the demo contributor has asked for half of what came back to her. Le Bocal still takes
+subscriptions. And the admin turned the closed round's second share into a loan at zero
+interest over twelve months, 30 % repaid in hours at 50 EUR an hour: the treasurer sent it, the
+borrower repaid two instalments ahead and declared hours at two approved organisations (two
+confirmed, one refused, one awaiting the contact's answer); what came back waits in the rounds'
+revolving fund for the next round to close.
+
 Amounts, people and moments come from a seeded generator and the demo gateway's ids from
 counters, so every load books the same money (contribution references and shop keys are random,
 as for everyone). Loading twice changes nothing: the volunteering entry's idempotency key marks
@@ -70,6 +84,7 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from campaigns import loans
 from campaigns.books import BANK, CHEQUES, PROCESSOR, platform_account
 from campaigns.community import follow, post_update
 from campaigns.contributions import (
@@ -85,6 +100,9 @@ from campaigns.contributions import (
 )
 from campaigns.errors import PaymentFailed
 from campaigns.lifecycle import Actor
+from campaigns.loan_models import Loan
+from campaigns.loan_schedule import add_months
+from campaigns.loans import LoanTerms
 from campaigns.models import Campaign, Contribution, RewardTier
 from campaigns.payments import Checkout, CheckoutState, Dispute, InvalidSignature, Payment, Refund
 from campaigns.payouts import pay_out
@@ -127,10 +145,10 @@ from ledger import (
 )
 from ledger.chart import chart_account
 
-KEY = "demo:v3"
+KEY = "demo:v4"
 MARKER_KEY = f"{KEY}:start"
 #: Markers of earlier versions of the demo: their books are not mixed with this one's.
-OLDER_MARKERS = ("demo:v1:start", "demo:v2:start")
+OLDER_MARKERS = ("demo:v1:start", "demo:v2:start", "demo:v3:start")
 SEED = 20261122
 
 #: Every demo account signs in with this password. Demo data is for demonstrations only.
@@ -798,6 +816,237 @@ def _polar(d: Demo) -> None:
           followers=[*backers[:4], d.donor])
 
 
+# --------------------------------------------------------------------------- loans
+
+#: Loan campaigns: (key, opened (days before today), deadline (days from today), campaign, loan terms).
+LOAN_CAMPAIGNS: tuple[tuple[str, int, int, dict[str, Any], LoanTerms], ...] = (
+    ("velos", -215, -170, {
+        "kind": "loan", "funding_model": "all_or_nothing", "goal": 800000, "tax_deductible": False,
+        "title": "Les Vélos-Cargos des Pentes : trois vélos-cargos pour livrer le quartier",
+        "summary": "Un prêt à taux zéro pour acheter trois vélos-cargos et livrer les commerces des pentes.",
+        "story": "La coopérative livre déjà à pied. Avec trois vélos-cargos, elle livre dix fois plus et embauche "
+                 "deux coursiers. Le prêt est remboursé en 24 mois ; qui le souhaite est remboursé pour un "
+                 "cinquième en heures de mécanique vélo données aux ateliers du quartier.",
+        "org_name": "SCIC Les Vélos-Cargos des Pentes", "org_identifier": "945678901"},
+     LoanTerms(term_months=24, volunteering_bp=2_000, hourly_value=5_000)),
+    ("bocal", -12, 33, {
+        "kind": "loan", "funding_model": "all_or_nothing", "goal": 1200000, "tax_deductible": False,
+        "title": "Le Bocal, épicerie vrac : un prêt pour la première commande",
+        "summary": "Prêtez à 1,5 % sur trois ans pour remplir les silos de la première épicerie vrac du plateau.",
+        "story": "Les travaux sont finis, il manque le stock : pâtes, légumineuses, huiles et savons en vrac. "
+                 "Votre prêt est remboursé chaque mois, intérêts compris ; si l'objectif n'est pas atteint, "
+                 "l'argent vous est rendu.",
+        "org_name": "SAS Le Bocal", "org_identifier": "956789012"},
+     LoanTerms(term_months=36, rate_bp=150, method="linear", min_per_lender=5_000, max_per_lender=150_000)),
+)
+#: The Vélos-Cargos' lenders: (amount lent in cents, by, accepts to be repaid a fifth in volunteering).
+VELOS_LENDERS: tuple[tuple[int, str, bool], ...] = (
+    (60000, "transfer", True), (50000, "cheque", False), (30000, "transfer", True), (20000, "transfer", False),
+    (80000, "transfer", True), (25000, "cheque", True), (40000, "transfer", False), (15000, "cheque", False),
+    (50000, "transfer", True), (35000, "transfer", False), (45000, "cheque", True), (20000, "transfer", False),
+    (70000, "transfer", False), (10000, "cheque", True), (55000, "transfer", False), (30000, "transfer", True),
+    (25000, "cheque", False), (40000, "transfer", True), (70000, "transfer", False), (30000, "transfer", True),
+)
+#: The approved organisations where borrowers give hours, and who confirms them.
+ORGANISATIONS = (
+    ("Repair Café des Pentes", "Inès Morel", "repaircafe@example.org"),
+    ("Ressourcerie de la Croix-Rousse", "Paul Girard", "ressourcerie@example.org"),
+)
+#: A lender's IBAN for the demo (a valid checksum, no real account).
+DEMO_IBAN = "FR7630006000011234567890189"
+
+
+def _loan_campaigns(d: Demo) -> None:
+    """The loan campaigns, after the others (so ids follow :data:`CAMPAIGNS`, then these): the
+    holder sets the loan's terms on the draft, then submits; the admin approves."""
+    for key, opened_day, deadline_day, terms, loan_terms in LOAN_CAMPAIGNS:
+        opened = d.at(opened_day, 9)
+        campaign = create_campaign(d.session, holder_id=d.holder.id, now=opened, deadline_at=d.at(deadline_day, 22),
+                                   **terms)
+        loans.set_terms(d.session, campaign, loan_terms, policy=d.policy, now=opened)
+        transition(d.session, campaign.id, "submit", actor=Actor.HOLDER, actor_id=d.holder.id, now=opened)
+        transition(d.session, campaign.id, "approve", actor=Actor.ADMIN, actor_id=d.admin.id,
+                   now=opened + timedelta(hours=3))
+        d.campaigns[key] = campaign
+
+
+def _lend(d: Demo, key: str, who: User, amount: int, method: str, when: datetime, *, accepts: bool = False,
+          received_at: datetime | None = None, **public: Any) -> Made:
+    """A subscription to a loan by transfer or cheque (:func:`campaigns.loans.lend`), confirmed by
+    the treasurer when ``received_at`` is given."""
+    made, campaign = Made(), d.campaigns[key]
+
+    def subscribe() -> None:
+        made.contribution, _page = loans.lend(
+            d.session, campaign_id=campaign.id, lender_id=who.id, lender_email=who.email, amount=amount,
+            payment_method=method, policy=d.policy, accepts_volunteering=accepts, now=when, **public)
+
+    d.on(when, subscribe)
+    if received_at is not None:
+        d.on(received_at, lambda: confirm_offline(d.session, made.c.id, actor_id=d.treasurer.id, policy=d.policy,
+                                                  now=received_at))
+    return made
+
+
+def _loan(d: Demo, key: str) -> Loan:
+    found = loans.crowd_loan(d.session, d.campaigns[key].id)
+    assert found is not None, f"demo: campaign {key} has no loan"
+    return found
+
+
+def _velos(d: Demo) -> None:
+    """Crowd-lent at zero interest over 24 months: twenty lenders by transfer and cheque, the goal
+    reached, settled and paid out five months ago; four instalments repaid, the fifth late. The
+    demo contributor lent too: what came back is on her lender's account, and she asks for it."""
+    key = "velos"
+    lenders = [*d.rng.sample(d.backers, len(VELOS_LENDERS) - 1), d.donor]
+    for n, ((amount, method, accepts), who, when) in enumerate(
+            zip(VELOS_LENDERS, lenders, d.moments(-213, -174, len(VELOS_LENDERS)), strict=True)):
+        public = {"message": "Pour que les livraisons se fassent à vélo !"} if n % 6 == 2 else {}
+        _lend(d, key, who, amount, method, when, accepts=accepts, received_at=when + timedelta(days=2 + n % 3),
+              **public)
+    _news(d, key, d.at(-190, 18), "La moitié du prêt est réunie",
+          "Merci aux dix premiers prêteurs ! Le premier vélo-cargo est commandé chez un artisan de Vaulx-en-Velin.",
+          followers=lenders[:4])
+    _settle(d, key, d.at(-169, 6), "succeeded")
+    paid_at = d.at(-165, 10)
+    d.on(paid_at, lambda: pay_out(d.session, d.campaigns[key].id, actor=Actor.TREASURER, actor_id=d.treasurer.id,
+                                  reference=f"VIR-{paid_at:%Y%m%d}-VELOS-CARGOS", now=paid_at))
+    # Instalment k falls due k months after the disbursement (campaigns.loans._activate).
+    dues = [add_months(paid_at.date(), k) for k in range(1, 25)]
+    for number, due_on in enumerate(dues[:4], 1):
+        when = datetime.combine(due_on - timedelta(days=2), time(9, 15), UTC)
+        _instalment(d, key, number, when, announced=number <= 2)
+    # Four hours of bike repairs at the Ressourcerie, confirmed by its contact the next day.
+    declared_at = d.at(-40, 18)
+
+    def hours() -> None:
+        organisation = loans.organisations(d.session)[1]
+        _declaration, token = loans.declare_hours(
+            d.session, _loan(d, key).id, organisation_id=organisation.id, minutes=240,
+            done_on=(declared_at - timedelta(days=3)).date(),
+            description="Atelier de réparation de vélos : freins et dérailleurs", declared_by_id=d.holder.id,
+            now=declared_at)
+        loans.decide_hours(d.session, token, confirm=True, policy=d.policy, note="Merci pour l'atelier !",
+                           now=declared_at + timedelta(days=1))
+
+    d.on(declared_at, hours)
+    # A lender who asked for what came back was paid; the demo contributor asks for half of hers.
+    other, asked_at = lenders[0], d.at(-60, 20)
+
+    def withdraw_paid() -> None:
+        withdrawal = loans.request_withdrawal(d.session, other.id, amount=loans.lender_balance(
+            d.session, other.id, "EUR"), currency="EUR", iban=DEMO_IBAN, now=asked_at)
+        loans.pay_withdrawal(d.session, withdrawal.id, reference=f"VIR-{asked_at:%Y%m%d}-RETRAIT-PRETEUR",
+                             actor_id=d.treasurer.id, now=asked_at + timedelta(days=2))
+
+    d.on(asked_at, withdraw_paid)
+    requested_at = d.at(-3, 21)
+    d.on(requested_at, lambda: loans.request_withdrawal(
+        d.session, d.donor.id, amount=loans.lender_balance(d.session, d.donor.id, "EUR") // 2, currency="EUR",
+        iban=DEMO_IBAN, now=requested_at))
+
+
+def _instalment(d: Demo, key: str, number: int, when: datetime, *, announced: bool) -> None:
+    """The borrower pays the next instalment: announced with its RB- reference and confirmed by
+    the treasurer the next morning, or recorded by the treasurer from the bank statement."""
+    def pay() -> None:
+        loan = _loan(d, key)
+        amount = next(i.remaining for i in loans.instalments(d.session, loan) if i.remaining)
+        if announced:
+            repayment = loans.announce_repayment(d.session, loan.id, amount=amount, method="transfer",
+                                                 payer_id=d.holder.id, now=when)
+            loans.confirm_repayment(d.session, repayment.id, actor_id=d.treasurer.id,
+                                    received_on=(when + timedelta(days=1)).date(), now=when + timedelta(days=1))
+        else:
+            loans.record_repayment(d.session, loan.id, amount=amount, method="transfer",
+                                   reference=f"VIR SCIC VELOS CARGOS ECHEANCE {number:02d}",
+                                   received_on=when.date(), actor_id=d.treasurer.id, now=when)
+
+    d.on(when, pay)
+
+
+def _bocal(d: Demo) -> None:
+    """Crowd-lent at 1.5 %, still taking subscriptions: transfers received, some awaited, a cheque."""
+    key = "bocal"
+    lenders = d.rng.sample(d.backers, 9)
+    amounts = (50000, 20000, 100000, 15000, 30000, 150000, 25000, 40000, 10000)
+    for n, (who, amount, when) in enumerate(zip(lenders, amounts, d.moments(-11, -1, len(lenders)), strict=True)):
+        received = when + timedelta(days=2) if n < 6 and when + timedelta(days=2) < d.at(0, 6) else None
+        _lend(d, key, who, amount, "cheque" if n == 8 else "transfer", when, received_at=received,
+              **d.public("cagette", who) if n % 3 == 0 else {})
+    _news(d, key, d.at(-4, 18), "Les silos sont installés",
+          "Il ne manque plus que de quoi les remplir : merci à celles et ceux qui nous ont déjà prêté !",
+          followers=lenders[:3])
+
+
+def _round_loan(d: Demo) -> None:
+    """The closed round's second share, lent instead of given: the admin turns it into a loan at
+    zero interest over 12 months, 30 % of it repaid in hours at 50 EUR an hour; the treasurer
+    sends it. The borrower repaid two instalments ahead, declared hours at two approved
+    organisations: confirmed, refused, one still awaiting the contact's answer. What came back
+    waits in the revolving fund for the next round to close."""
+    for name, contact, email in ORGANISATIONS:
+        d.on(d.at(-120, 9), lambda name=name, contact=contact, email=email: loans.add_organisation(
+            d.session, name=name, contact_name=contact, contact_email=email, now=d.at(-120, 9)))
+    lent_at, sent_at = d.at(-7, 11), d.at(-6, 14)
+    made: list[int] = []
+
+    def lend() -> None:
+        closed = d.session.scalar(select(Round).where(Round.closed_at.is_not(None)).order_by(Round.id))
+        second = allocations(d.session, closed.id)[1]
+        loan = loans.lend_allocation(d.session, second.id, LoanTerms(term_months=12, volunteering_bp=3_000,
+                                                                     hourly_value=5_000),
+                                     policy=d.policy, actor_id=d.admin.id, now=lent_at)
+        made.append(loan.id)
+
+    d.on(lent_at, lend)
+    d.on(sent_at, lambda: loans.disburse_round_loan(d.session, made[0], reference=f"VIR-{sent_at:%Y%m%d}-PRET-TOUR-1",
+                                                    actor_id=d.treasurer.id, now=sent_at))
+
+    def next_due() -> int:
+        return next(i.remaining for i in loans.instalments(d.session, d.session.get(Loan, made[0])) if i.remaining)
+
+    announced_at = d.at(-4, 19)
+
+    def announce() -> None:
+        repayment = loans.announce_repayment(d.session, made[0], amount=next_due(), method="transfer",
+                                             payer_id=d.holder.id, now=announced_at)
+        loans.confirm_repayment(d.session, repayment.id, actor_id=d.treasurer.id,
+                                received_on=(announced_at + timedelta(days=1)).date(),
+                                now=announced_at + timedelta(days=1, hours=-9))
+
+    d.on(announced_at, announce)
+    cheque_at = d.at(-2, 11)
+    d.on(cheque_at, lambda: loans.record_repayment(d.session, made[0], amount=next_due(), method="cheque",
+                                                   reference="CHQ 0001234 LE RECYCLEUR", received_on=cheque_at.date(),
+                                                   actor_id=d.treasurer.id, now=cheque_at))
+    # (minutes, day given, declared, answered: True confirmed, False refused, None awaited, organisation)
+    declared = ((60, -5, -4, True, 0), (60, -4, -3, False, 1), (30, -3, -2, True, 0), (45, -2, -1, None, 1))
+    for minutes, given, on, answer, org in declared:
+        when = d.at(on, 20)
+
+        def declare(minutes: int = minutes, given: int = given, when: datetime = when, answer: bool | None = answer,
+                    org: int = org) -> None:
+            organisation = loans.organisations(d.session)[org]
+            _declaration, token = loans.declare_hours(
+                d.session, made[0], organisation_id=organisation.id, minutes=minutes,
+                done_on=d.today + timedelta(days=given), description="Atelier vélo : réparations avec les habitants",
+                declared_by_id=d.holder.id, now=when)
+            if answer is not None:
+                loans.decide_hours(d.session, token, confirm=answer, policy=d.policy, now=when + timedelta(hours=14),
+                                   note="" if answer else "Nous n'avons pas d'atelier ce jour-là.")
+
+        d.on(when, declare)
+
+
+def _loans(d: Demo) -> None:
+    _velos(d)
+    _bocal(d)
+    _round_loan(d)
+
+
+
 # --------------------------------------------------------------------------- treasury and round-ups
 
 
@@ -1159,9 +1408,11 @@ def load_demo(session: Session, today: date | None = None, policy: Policy | None
              today=today or date.today(), people=users, backers=backers, rules=_roundup_rules(),
              vote_secret=_vote_secret())
     _campaigns(d)
+    _loan_campaigns(d)
     for story in (_jardin, _cine, _brasserie, _cagette, _recycleur, _cantine, _polar):
         story(d)
     _roundups(d)
+    _loans(d)
     d.run()
     _volunteering(d)
     return True
@@ -1206,12 +1457,25 @@ def _round_lines(session: Session, now: datetime, secret: bytes) -> list[str]:
     return lines
 
 
+def _loan_lines(session: Session, today: date) -> list[str]:
+    lines = []
+    for loan in session.scalars(select(Loan).order_by(Loan.id)):
+        state = loans.summary(session, loan, today, _policy())
+        campaign = session.get(Campaign, loan.campaign_id)
+        standing = f"{state.standing}, {state.days_past_due} days late" if state.days_past_due else state.standing
+        subscribed = _cents_text(loans.subscribed(session, campaign.id))
+        money = (f"{_cents_text(state.outstanding)} outstanding ({standing})" if loan.principal
+                 else f"{subscribed} of {_euros(loan.amount_sought)} subscribed")
+        lines.append(f"  loan {loan.id}  {loan.source:<5} {loan.status:<11} {money}  {campaign.title[:40]}")
+    return lines
+
+
 @click.command("demo")
 @click.option("--reset", is_flag=True, help="Drop every table, migrate again, then load the demo data.")
 @with_appcontext
 def demo_command(reset: bool) -> None:
     """Load demonstration data (people, campaigns and their contributions, shops, round-ups and
-    rounds) once."""
+    rounds, loans) once."""
     if reset:
         db.session.remove()
         downgrade(revision="base")
@@ -1233,6 +1497,9 @@ def demo_command(reset: bool) -> None:
     click.echo("demo shops and collection rounds:", err=True)
     for line in [*_shop_lines(db.session, date.today(), current_app.config["SHOP_REMINDER_DAYS"]),
                  *_round_lines(db.session, datetime.now(UTC), code_secret())]:
+        click.echo(line, err=True)
+    click.echo("demo loans:", err=True)
+    for line in _loan_lines(db.session, date.today()):
         click.echo(line, err=True)
     click.echo("demo data loaded; demo accounts (for demonstrations only) sign in with the password "
                f"{DEMO_PASSWORD}:", err=True)

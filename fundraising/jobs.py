@@ -54,6 +54,7 @@ __all__ = [
     "jobs_group",
     "make_worker",
     "perform",
+    "remind_borrowers_job",
     "remind_job",
     "worker_command",
 ]
@@ -431,6 +432,16 @@ def remind_job() -> list[int]:
     return reminded
 
 
+def remind_borrowers_job() -> list[int]:
+    """The daily job: remind the borrowers whose instalment falls due soon or who are late (each
+    loan at most once a week, so a second run the same day reminds nobody again)."""
+    from fundraising.loans_app import remind_borrowers
+
+    reminded = remind_borrowers()
+    current_app.logger.info("loan reminders: %s", ", ".join(f"loan {n}" for n in reminded) or "nobody to remind")
+    return reminded
+
+
 @click.command("scheduler")
 @click.option("--interval", type=click.IntRange(10, 86_400), default=900, show_default=True,
               help="Seconds between two settlement runs.")
@@ -438,18 +449,19 @@ def remind_job() -> list[int]:
 def scheduler_command(interval: int) -> None:
     """Enqueue the periodic jobs for the worker: settlement of campaigns past their deadline
     (every --interval seconds) and, daily at 08:00, the reminders to shops late with their
-    round-ups."""
+    round-ups and to borrowers whose instalment is due soon or late."""
     from rq.cron import CronScheduler
 
     from fundraising.settle import settle_job
 
     queue = _state(current_app._get_current_object()).queue  # type: ignore[attr-defined]
     if queue is None:
-        raise click.UsageError("REDIS_URL is not set: run `fundraising campaigns settle` and "
-                               "`fundraising shops remind` from cron instead")
+        raise click.UsageError("REDIS_URL is not set: run `fundraising campaigns settle`, "
+                               "`fundraising shops remind` and `fundraising loans remind` from cron instead")
     scheduler = CronScheduler(connection=queue.connection, name="fundraising")
     scheduler.register(settle_job, queue.name, interval=interval, name="settle")
     scheduler.register(remind_job, queue.name, cron=REMIND_CRON, name="remind-shops")
+    scheduler.register(remind_borrowers_job, queue.name, cron=REMIND_CRON, name="remind-borrowers")
     scheduler.start()
 
 

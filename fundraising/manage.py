@@ -15,10 +15,13 @@ import csv
 import io
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from babel.numbers import format_decimal
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import force_locale, get_locale, ngettext
 from flask_babel import gettext as _
@@ -27,6 +30,7 @@ from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from campaigns import loans
 from campaigns.community import post_update, update_recipients, updates_of
 from campaigns.contributions import (
     ask_card_refund,
@@ -40,11 +44,15 @@ from campaigns.contributions import (
     set_fulfilment,
 )
 from campaigns.lifecycle import EDITABLE, PUBLIC, Actor, actions_from
+from campaigns.loan_models import Loan, LoanStatus
+from campaigns.loan_schedule import Instalment, Method, Terms, add_months, build_schedule
 from campaigns.models import (
     OFFLINE_METHODS,
     Campaign,
     Contribution,
     ContributionStatus,
+    FundingModel,
+    Kind,
     Payout,
     RewardTier,
     Status,
@@ -64,6 +72,8 @@ from fundraising.manage_forms import (
     FULFILMENT_NAMES,
     FUNDING_MODEL_NAMES,
     KIND_NAMES,
+    LOAN_METHOD_NAMES,
+    LOAN_STATUS_NAMES,
     MESSAGES,
     METHOD_NAMES,
     STATUS_NAMES,
@@ -117,7 +127,9 @@ class Refused(Exception):
 def labels() -> dict[str, object]:
     return {"STATUS_NAMES": STATUS_NAMES, "KIND_NAMES": KIND_NAMES, "FUNDING_MODEL_NAMES": FUNDING_MODEL_NAMES,
             "ACTION_NAMES": ACTION_NAMES, "CONTRIBUTION_STATUS_NAMES": CONTRIBUTION_STATUS_NAMES,
-            "METHOD_NAMES": METHOD_NAMES, "FULFILMENT_NAMES": FULFILMENT_NAMES, "major_text": major_text}
+            "METHOD_NAMES": METHOD_NAMES, "FULFILMENT_NAMES": FULFILMENT_NAMES, "major_text": major_text,
+            "LOAN_METHOD_NAMES": LOAN_METHOD_NAMES, "LOAN_STATUS_NAMES": LOAN_STATUS_NAMES,
+            "percent_text": percent_text, "hours_text": hours_text}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -200,6 +212,134 @@ def parse_day(text: str | None, field: str) -> date | None:
             from None
 
 
+PERCENT = re.compile(r"(\d{1,3})(?:[.,](\d{1,2}))?")
+
+
+def parse_percent(text: str | None, field: str, *, most: int = 100) -> int | None:
+    """Basis points from a percentage typed with at most two decimals (``2,5`` or ``2.50 %``)."""
+    raw = re.sub(r"[\s%\u00a0\u202f]", "", text or "")
+    if not raw:
+        return None
+    found = PERCENT.fullmatch(raw)
+    if found is None:
+        raise Refused(field, _("Ce pourcentage n'est pas lisible : écrivez par exemple 2,5 (au plus deux décimales)."))
+    points = int(found[1]) * 100 + int((found[2] or "").ljust(2, "0"))
+    if points > most * 100:
+        raise Refused(field, _("Au plus %(most)s %%.", most=most))
+    return points
+
+
+def percent_text(points: int | None) -> str:
+    """Basis points as people type a percentage: ``2,5`` (``2.5`` in English)."""
+    if points is None:
+        return ""
+    whole, cents = divmod(points, 100)
+    text = str(whole) if not cents else f"{whole}.{cents:02d}".rstrip("0")
+    return text if str(get_locale() or "fr") == "en" else text.replace(".", ",")
+
+
+def hours_text(hours: Decimal | int | None) -> str:
+    """Hours the locale's way, to the hundredth: ``12,5`` (``12.5`` in English)."""
+    return format_decimal(hours or 0, format="#,##0.##", locale=str(get_locale() or "fr"))
+
+
+def parse_months(text: str | None, field: str, *, required: bool = True) -> int | None:
+    """A whole number of months."""
+    raw = (text or "").strip()
+    if not raw:
+        if required:
+            raise Refused(field, _("Indiquez un nombre de mois."))
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 3:
+        raise Refused(field, _("Un nombre entier de mois, par exemple 24."))
+    return int(raw)
+
+
+def parse_method(text: str | None, field: str = "method") -> str:
+    if text not in set(Method):
+        raise Refused(field, str(MESSAGES[("invalid-loan", "method")]))
+    return str(text)
+
+
+#: The form field a loan service error names, where the form calls it otherwise.
+LOAN_FIELDS = {"rate_bp": "rate", "volunteering_bp": "volunteering_percent"}
+
+
+def loan_field(exc: DomainError) -> str | None:
+    field = getattr(exc, "field", None)
+    return LOAN_FIELDS.get(field, field) if field else None
+
+
+def loan_message(exc: DomainError, rate_bp: int = 0) -> str:
+    """The reader's words for a loan service error (the minimum per lender says the cap)."""
+    if exc.code == "invalid-loan" and getattr(exc, "field", None) == "min_per_lender":
+        return _("Le minimum par prêteur est au plus le maximum, au plus le montant recherché, et au plus ce qu'une "
+                 "personne peut prêter à un projet (%(cap)s).",
+                 cap=format_money(payments.policy().loan_cap(rate_bp), current_app.config["PLATFORM_CURRENCY"]))
+    return message_for(exc)
+
+
+def volunteering_terms(form: FlaskForm, currency: str) -> dict[str, Any]:
+    """The volunteering share (a percentage or an amount, not both) and the value of an hour."""
+    percent = parse_percent(form.volunteering_percent.data, "volunteering_percent")
+    amount = parse_amount(form.volunteering_amount.data, currency, "volunteering_amount", required=False)
+    if percent is not None and amount is not None:
+        raise Refused("volunteering_percent", str(MESSAGES[("invalid-loan", "volunteering_bp")]))
+    hourly = parse_amount(form.hourly_value.data, currency, "hourly_value", required=False)
+    return {"volunteering_bp": percent or None, "volunteering_amount": amount, "hourly_value": hourly or 0}
+
+
+def loan_terms(form: CampaignForm, currency: str) -> loans.LoanTerms:
+    """A loan campaign's terms from its form; :class:`Refused` for what cannot be read."""
+    return loans.LoanTerms(
+        term_months=parse_months(form.term_months.data, "term_months"),
+        rate_bp=parse_percent(form.rate.data, "rate") or 0,
+        grace_months=parse_months(form.grace_months.data, "grace_months", required=False) or 0,
+        method=parse_method(form.method.data), first_due_on=parse_day(form.first_due_on.data, "first_due_on"),
+        min_per_lender=parse_amount(form.min_per_lender.data, currency, "min_per_lender", required=False),
+        max_per_lender=parse_amount(form.max_per_lender.data, currency, "max_per_lender", required=False),
+        **volunteering_terms(form, currency))
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A loan's schedule as it would be if disbursed today: its first instalments and its totals."""
+
+    first: list[Instalment]
+    last: Instalment | None
+    count: int
+    principal: int
+    interest: int
+    first_due_on: date
+    volunteering: int
+    hours: Decimal | None
+
+    @property
+    def total(self) -> int:
+        return self.principal + self.interest
+
+
+PREVIEW_ROWS = 6
+
+
+def schedule_preview(loan: Loan, amount: int, today: date) -> Preview | None:
+    """The schedule of ``amount`` lent on ``loan``'s terms, repaid in money (lenders who accept
+    the volunteering part are repaid that part in hours instead)."""
+    first_due = loan.first_due_on if loan.first_due_on and loan.first_due_on > today else add_months(today, 1)
+    try:
+        rows = build_schedule(Terms(principal=amount, rate_bp=loan.rate_bp, term_months=loan.term_months,
+                                    grace_months=loan.grace_months, method=Method(loan.method),
+                                    first_due_on=first_due))
+    except ValueError:
+        return None
+    share = loans.volunteering_share(loans.LoanTerms.of(loan), amount)
+    hours = (Decimal(share) / Decimal(loan.hourly_value)).quantize(Decimal("0.01")) if share and loan.hourly_value \
+        else None
+    return Preview(first=rows[:PREVIEW_ROWS], last=rows[-1] if len(rows) > PREVIEW_ROWS else None, count=len(rows),
+                   principal=sum(i.principal for i in rows), interest=sum(i.interest for i in rows),
+                   first_due_on=first_due, volunteering=share, hours=hours)
+
+
 def end_of_day(day: date) -> datetime:
     """The last second of ``day`` in Paris, as a UTC moment."""
     return datetime.combine(day, time(23, 59, 59), tzinfo=PARIS).astimezone(UTC)
@@ -238,7 +378,41 @@ def _terms_form(campaign: Campaign) -> CampaignForm:
         "org_identifier", "tax_deductible")}
     data["goal"] = major_text(campaign.goal, campaign.currency)
     data["deadline_at"] = _utc(campaign.deadline_at).astimezone(PARIS).date().isoformat()
+    loan = loans.crowd_loan(db.session, campaign.id) if campaign.kind == Kind.LOAN else None
+    if loan is not None:
+        data.update(loan_form_data(loan, campaign.currency))
     return CampaignForm(formdata=None, data=data)
+
+
+def loan_form_data(loan: Loan, currency: str) -> dict[str, Any]:
+    """A loan's terms as people would type them in its form."""
+    def money(amount: int | None) -> str:
+        return major_text(amount, currency) if amount else ""
+
+    return {"loan_form": "1", "rate": percent_text(loan.rate_bp), "term_months": str(loan.term_months),
+            "grace_months": str(loan.grace_months or 0), "method": loan.method,
+            "first_due_on": loan.first_due_on.isoformat() if loan.first_due_on else "",
+            "volunteering_percent": percent_text(loan.volunteering_bp), "volunteering_amount": money(
+                loan.volunteering_amount), "hourly_value": money(loan.hourly_value),
+            "min_per_lender": money(loan.min_per_lender), "max_per_lender": money(loan.max_per_lender)}
+
+
+def _shows_loan(form: CampaignForm) -> bool:
+    return form.kind.data == Kind.LOAN
+
+
+def _ask_loan_terms(form: CampaignForm) -> None:
+    """A loan chosen on a form that did not show the loan's terms: show them, all-or-nothing by default."""
+    form.funding_model.data = FundingModel.ALL_OR_NOTHING.value
+    form.loan_form.data = "1"
+    form.form_errors.append(_("Une campagne de prêts a besoin de ses conditions : remplissez-les ci-dessous. "
+                              "Par défaut, un prêt est en « tout ou rien » : l'argent n'est prêté que si "
+                              "l'objectif est atteint."))
+
+
+def _save_loan_terms(session: Session, campaign: Campaign, terms: loans.LoanTerms | None) -> None:
+    if terms is not None:
+        loans.set_terms(session, campaign, terms, policy=payments.policy())
 
 
 # --------------------------------------------------------------------------- holders: the list and a new draft
@@ -256,23 +430,37 @@ def projects() -> str:
 
 
 def _render_new(form: CampaignForm) -> str:
-    return render_template("manage/new_project.html", form=form)
+    return render_template("manage/new_project.html", form=form, shows_loan=_shows_loan(form))
 
 
 @bp.route("/projets/nouveau", methods=["GET", "POST"])
 def new_project() -> Response | str:
     form = CampaignForm()
+    if request.method == "GET" and request.args.get("kind") == Kind.LOAN:
+        form.kind.data, form.funding_model.data = Kind.LOAN.value, FundingModel.ALL_OR_NOTHING.value
+        form.loan_form.data = "1"
     if not form.validate_on_submit():
         return _render_new(form)
-    holder_id = _me().id
+    if _shows_loan(form) and not form.loan_form.data:
+        _ask_loan_terms(form)
+        return _render_new(form)
+    holder_id, currency = _me().id, current_app.config["PLATFORM_CURRENCY"]
+    loan: loans.LoanTerms | None = None
+
+    def work(session: Session) -> int:
+        campaign = create_campaign(session, holder_id=holder_id, **terms)
+        _save_loan_terms(session, campaign, loan)
+        return campaign.id
+
     try:
-        terms = _terms(form, current_app.config["PLATFORM_CURRENCY"])
-        campaign_id = run_in_transaction(db.session, lambda s: create_campaign(s, holder_id=holder_id, **terms).id)
+        terms = _terms(form, currency)
+        loan = loan_terms(form, currency) if _shows_loan(form) else None
+        campaign_id = run_in_transaction(db.session, work)
     except Refused as refused:
         put_error(form, refused.field, refused.message)
         return _render_new(form)
     except DomainError as exc:
-        put_error(form, getattr(exc, "field", None), message_for(exc))
+        put_error(form, loan_field(exc), loan_message(exc, loan.rate_bp if loan else 0))
         return _render_new(form)
     flash(_("Le brouillon est enregistré. Ajoutez des contreparties si vous en offrez, puis soumettez-le à "
             "validation."), "success")
@@ -295,11 +483,15 @@ def _render_project(campaign: Campaign, *, forms: dict[str, FlaskForm] | None = 
     is_holder = campaign.holder_id == _me().id
     status = Status(campaign.status)
     backers = _backers(campaign.id)
+    terms_form = forms.get("terms") or _terms_form(campaign)
+    loan = loans.crowd_loan(db.session, campaign.id) if campaign.kind == Kind.LOAN else None
+    preview = schedule_preview(loan, campaign.goal, datetime.now(UTC).date()) \
+        if loan is not None and loan.status == LoanStatus.SUBSCRIBING else None
     return render_template(
-        "manage/project.html", campaign=campaign, is_holder=is_holder,
-        editable=is_holder and status in EDITABLE,
+        "manage/project.html", campaign=campaign, is_holder=is_holder, loan=loan, preview=preview,
+        shows_loan=_shows_loan(terms_form), editable=is_holder and status in EDITABLE,
         actions=sorted(actions_from(status, Actor.HOLDER), key=lambda a: a == "cancel") if is_holder else [],
-        terms_form=forms.get("terms") or _terms_form(campaign),
+        terms_form=terms_form,
         action_form=forms.get("action") or ActionForm(formdata=None),
         reward_form=forms.get("reward") or RewardForm(formdata=None, prefix="reward"),
         news_form=forms.get("news") or NewsForm(formdata=None, prefix="news"),
@@ -330,15 +522,29 @@ def _save_terms(campaign: Campaign) -> Response | str:
     if not form.validate_on_submit():
         return _render_project(campaign, forms={"terms": form})
     campaign_id = campaign.id
+    if not _shows_loan(form) and loans.crowd_loan(db.session, campaign_id) is not None:
+        put_error(form, "kind", _("Une campagne de prêts reste une campagne de prêts : pour collecter autrement, "
+                                  "annulez-la et créez-en une nouvelle."))
+        return _render_project(campaign, forms={"terms": form})
+    if _shows_loan(form) and not form.loan_form.data:
+        _ask_loan_terms(form)
+        return _render_project(campaign, forms={"terms": form})
+    loan: loans.LoanTerms | None = None
+
+    def work(session: Session) -> None:
+        found = update_draft(session, get_campaign(session, campaign_id, lock=True), **terms)
+        _save_loan_terms(session, found, loan)
+
     try:
         terms = _terms(form, campaign.currency)
-        run_in_transaction(db.session, lambda s: update_draft(s, get_campaign(s, campaign_id), **terms))
+        loan = loan_terms(form, campaign.currency) if _shows_loan(form) else None
+        run_in_transaction(db.session, work)
     except Refused as refused:
         put_error(form, refused.field, refused.message)
         return _render_project(campaign, forms={"terms": form})
     except DomainError as exc:
-        put_error(form, getattr(exc, "field", None), message_for(exc))
-        return _render_project(campaign, forms={"terms": form})
+        put_error(form, loan_field(exc), loan_message(exc, loan.rate_bp if loan else 0))
+        return _render_project(db.session.get(Campaign, campaign_id) or campaign, forms={"terms": form})
     flash(_("Les modifications sont enregistrées."), "success")
     return redirect(url_for("manage.project", campaign_id=campaign_id), code=303)
 

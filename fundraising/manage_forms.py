@@ -13,11 +13,14 @@ from wtforms import BooleanField, HiddenField, SelectField, StringField, SubmitF
 from wtforms.fields import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
+from campaigns.loan_schedule import Method
 from campaigns.models import ContributionStatus, FulfilmentStatus, FundingModel, Kind, PaymentMethod, Status
 from fundraising.forms import REQUIRED, Form
 
 DATE_INPUT = {"type": "date"}
 MONEY_INPUT = {"inputmode": "decimal", "autocomplete": "off"}
+PERCENT_INPUT = {"inputmode": "decimal", "autocomplete": "off"}
+COUNT_INPUT = {"inputmode": "numeric", "autocomplete": "off"}
 
 KIND_NAMES = {
     Kind.DONATION.value: _l("Dons"),
@@ -61,6 +64,38 @@ METHOD_NAMES = {
     PaymentMethod.CHEQUE.value: _l("Chèque"),
     PaymentMethod.CASH.value: _l("Espèces"),
 }
+#: How a loan is repaid (the schedule's method).
+LOAN_METHOD_NAMES = {
+    Method.ANNUITY.value: _l("Échéances constantes"),
+    Method.LINEAR.value: _l("Capital constant (échéances décroissantes)"),
+    Method.BULLET.value: _l("In fine (tout le capital à la dernière échéance)"),
+}
+LOAN_STATUS_NAMES = {
+    "subscribing": _l("Souscription en cours"),
+    "approved": _l("Accordé, à verser"),
+    "active": _l("En cours de remboursement"),
+    "repaid": _l("Remboursé"),
+    "cancelled": _l("Annulé"),
+}
+STANDING_NAMES = {
+    "current": _l("à jour"),
+    "late": _l("en retard"),
+    "default": _l("en défaut"),
+}
+INSTALMENT_STATUS_NAMES = {
+    "paid": _l("payée"),
+    "partial": _l("payée en partie"),
+    "late": _l("en retard"),
+    "due": _l("due aujourd'hui"),
+    "upcoming": _l("à venir"),
+}
+#: How a borrower's money came (a repayment's method).
+REPAYMENT_METHOD_NAMES = {
+    PaymentMethod.TRANSFER.value: _l("Virement"),
+    PaymentMethod.CHEQUE.value: _l("Chèque"),
+    PaymentMethod.CASH.value: _l("Espèces"),
+    PaymentMethod.CARD.value: _l("Carte bancaire"),
+}
 FULFILMENT_NAMES = {
     FulfilmentStatus.NONE.value: _l("Sans contrepartie"),
     FulfilmentStatus.TO_SEND.value: _l("À envoyer"),
@@ -80,7 +115,7 @@ def _choices(names: dict[str, object], *values: str) -> list[SelectChoice]:
 class CampaignForm(ManageForm):
     """A campaign's terms, to create a draft or edit it. Field names are the service's."""
 
-    kind = SelectField(_l("Type de campagne"), choices=_choices(KIND_NAMES, Kind.DONATION, Kind.REWARD))
+    kind = SelectField(_l("Type de campagne"), choices=_choices(KIND_NAMES, Kind.DONATION, Kind.REWARD, Kind.LOAN))
     title = StringField(_l("Titre"), validators=[DataRequired(REQUIRED), Length(max=140)])
     summary = StringField(_l("Résumé en une phrase"), validators=[Optional(), Length(max=300)])
     story = TextAreaField(_l("Le projet, raconté"), validators=[Optional(), Length(max=20_000)],
@@ -96,6 +131,25 @@ class CampaignForm(ManageForm):
     org_address = StringField(_l("Adresse de l'organisation"), validators=[Optional(), Length(max=300)])
     org_identifier = StringField(_l("SIREN ou numéro RNA"), validators=[Optional(), Length(max=20)])
     tax_deductible = BooleanField(_l("Les dons ouvrent droit à une réduction d'impôt"))
+    # A loan campaign's terms: shown, and read, only when the page showed them (``loan_form``).
+    loan_form = HiddenField()
+    rate = StringField(_l("Taux annuel (%)"), validators=[Optional(), Length(max=10)], render_kw=PERCENT_INPUT)
+    term_months = StringField(_l("Durée (mois)"), validators=[Optional(), Length(max=10)], render_kw=COUNT_INPUT)
+    grace_months = StringField(_l("Différé (mois)"), validators=[Optional(), Length(max=10)], render_kw=COUNT_INPUT)
+    method = SelectField(_l("Mode de remboursement"), choices=_choices(LOAN_METHOD_NAMES, *Method),
+                         default=Method.ANNUITY.value, validate_choice=False)
+    first_due_on = StringField(_l("Première échéance (facultatif)"), validators=[Optional(), Length(max=10)],
+                               render_kw=DATE_INPUT)
+    volunteering_percent = StringField(_l("Part remboursable en bénévolat (%)"),
+                                       validators=[Optional(), Length(max=10)], render_kw=PERCENT_INPUT)
+    volunteering_amount = StringField(_l("ou part remboursable en bénévolat (montant)"),
+                                      validators=[Optional(), Length(max=40)], render_kw=MONEY_INPUT)
+    hourly_value = StringField(_l("Valeur d'une heure de bénévolat"), validators=[Optional(), Length(max=40)],
+                               render_kw=MONEY_INPUT)
+    min_per_lender = StringField(_l("Minimum par prêteur (facultatif)"), validators=[Optional(), Length(max=40)],
+                                 render_kw=MONEY_INPUT)
+    max_per_lender = StringField(_l("Maximum par prêteur (facultatif)"), validators=[Optional(), Length(max=40)],
+                                 render_kw=MONEY_INPUT)
     submit = SubmitField(_l("Enregistrer"))
 
 
@@ -159,6 +213,69 @@ class PayoutForm(ManageForm):
     reference = StringField(_l("Référence du virement"), validators=[Optional(), Length(max=140)])
 
 
+# --------------------------------------------------------------------------- loans
+
+
+class _LoanScheduleFields(ManageForm):
+    """A schedule's shape: term, grace, method, first due date."""
+
+    term_months = StringField(_l("Durée (mois)"), validators=[Optional(), Length(max=10)], render_kw=COUNT_INPUT)
+    grace_months = StringField(_l("Différé (mois)"), validators=[Optional(), Length(max=10)], render_kw=COUNT_INPUT)
+    method = SelectField(_l("Mode de remboursement"), choices=_choices(LOAN_METHOD_NAMES, *Method),
+                         default=Method.ANNUITY.value, validate_choice=False)
+    first_due_on = StringField(_l("Première échéance"), validators=[Optional(), Length(max=10)],
+                               render_kw=DATE_INPUT)
+
+
+class LendForm(_LoanScheduleFields):
+    """An administrator lends a round's allocation at zero interest."""
+
+    volunteering_percent = StringField(_l("Part remboursable en bénévolat (%)"),
+                                       validators=[Optional(), Length(max=10)], render_kw=PERCENT_INPUT)
+    volunteering_amount = StringField(_l("ou part remboursable en bénévolat (montant)"),
+                                      validators=[Optional(), Length(max=40)], render_kw=MONEY_INPUT)
+    hourly_value = StringField(_l("Valeur d'une heure de bénévolat"), validators=[Optional(), Length(max=40)],
+                               render_kw=MONEY_INPUT)
+
+
+class RescheduleForm(_LoanScheduleFields):
+    reason = TextAreaField(_l("Raison du rééchelonnement"), validators=[Optional(), Length(max=2000)],
+                           render_kw={"rows": 3})
+
+
+class LoanRepaymentForm(ManageForm):
+    """Money received from a borrower, as the treasury saw it arrive."""
+
+    amount = StringField(_l("Montant reçu"), validators=[Optional(), Length(max=40)], render_kw=MONEY_INPUT)
+    method = SelectField(_l("Moyen de paiement"), choices=_choices(REPAYMENT_METHOD_NAMES, *REPAYMENT_METHOD_NAMES),
+                         default=PaymentMethod.TRANSFER.value, validate_choice=False)
+    reference = StringField(_l("Référence du paiement"), validators=[Optional(), Length(max=140)])
+    received_on = StringField(_l("Reçu le"), validators=[Optional(), Length(max=10)], render_kw=DATE_INPUT)
+
+
+class RepaymentDecisionForm(ManageForm):
+    """An announced repayment: arrived (confirm, on a day) or not coming (cancel)."""
+
+    action = HiddenField(validators=[DataRequired()])
+    received_on = StringField(_l("Reçu le"), validators=[Optional(), Length(max=10)], render_kw=DATE_INPUT)
+
+
+class LoanReferenceForm(ManageForm):
+    """A transfer the treasury made: a round's loan sent, a lender's withdrawal paid."""
+
+    reference = StringField(_l("Référence du virement"), validators=[Optional(), Length(max=140)])
+
+
+class OrganisationForm(ManageForm):
+    name = StringField(_l("Nom de l'organisation"), validators=[DataRequired(REQUIRED), Length(max=200)],
+                       render_kw={"autocomplete": "organization"})
+    contact_name = StringField(_l("Personne qui confirme les heures"),
+                               validators=[DataRequired(REQUIRED), Length(max=120)], render_kw={"autocomplete": "off"})
+    contact_email = StringField(_l("Son adresse e-mail"), validators=[DataRequired(REQUIRED), Length(max=254)],
+                                render_kw={"type": "email", "autocomplete": "off"})
+    submit = SubmitField(_l("Ajouter l'organisation"))
+
+
 # --------------------------------------------------------------------------- service errors
 
 #: The reader's words for a campaign service error, by its code and the field it names.
@@ -195,6 +312,34 @@ MESSAGES = {
     ("nothing-to-pay-out", "amount"): _l("Le fonds de cette campagne ne contient rien à reverser."),
     ("nothing-to-pay-out", "status"): _l("Cette campagne n'est pas à reverser dans son état actuel."),
     ("campaign-closed", "campaign_id"): _l("Cette campagne n'a pas encore de fonds ouvert."),
+    ("invalid-campaign", "loan"): _l(
+        "Donnez d'abord les conditions du prêt (taux, durée, mode de remboursement) : "
+        "enregistrez-les avec le brouillon."),
+    ("invalid-campaign", "volunteering_amount"): _l("La part remboursable en bénévolat dépasse le montant recherché."),
+    ("invalid-loan", "kind"): _l("Seule une campagne de prêts a des conditions de prêt."),
+    ("invalid-loan", "status"): _l("Les conditions du prêt ne changent plus une fois la campagne soumise."),
+    ("invalid-loan", "term_months"): _l("La durée est un nombre entier de mois, de 1 à 360."),
+    ("invalid-loan", "rate_bp"): _l("Le taux annuel va de 0 à 20 %, avec au plus deux décimales."),
+    ("invalid-loan", "grace_months"): _l("Le différé compte moins de mois que la durée du prêt."),
+    ("invalid-loan", "method"): _l("Choisissez un mode de remboursement de la liste."),
+    ("invalid-loan", "first_due_on"): _l("La première échéance est une date à venir, dans les dix ans au plus."),
+    ("invalid-loan", "volunteering_bp"): _l(
+        "Donnez la part en bénévolat en pourcentage (de 0 à 100 %) ou en montant, pas les deux."),
+    ("invalid-loan", "volunteering_amount"): _l("La part remboursable en bénévolat est au plus le montant prêté."),
+    ("invalid-loan", "hourly_value"): _l(
+        "Une part remboursée en bénévolat a besoin de la valeur convenue d'une heure, un montant positif."),
+    ("invalid-loan", "max_per_lender"): _l("Le maximum par prêteur est un montant positif."),
+    ("invalid-loan", "reason"): _l("Donnez la raison du rééchelonnement (de 3 à 2 000 caractères)."),
+    ("invalid-loan", "reference"): _l("Donnez la référence du virement (140 caractères au plus)."),
+    ("invalid-repayment", "method"): _l("Choisissez un moyen de paiement de la liste."),
+    ("invalid-repayment", "reference"): _l(
+        "Cette référence est vide, trop longue, ou déjà enregistrée pour ce prêt avec un autre montant."),
+    ("loan-state", "repayment_id"): _l("Ce remboursement a déjà été confirmé ou annulé entre-temps."),
+    ("loan-state", "withdrawal_id"): _l("Cette demande de retrait a déjà été payée ou annulée entre-temps."),
+    ("invalid-volunteering", "name"): _l(
+        "Le nom de l'organisation comporte de 2 à 200 caractères, et elle n'est pas déjà sur la liste."),
+    ("invalid-volunteering", "contact_name"): _l("Donnez le nom de la personne qui confirmera les heures."),
+    ("invalid-volunteering", "contact_email"): _l("Cette adresse e-mail n'est pas valide."),
     ("insufficient-funds", "postings"): _l(
         "Un compte de la plateforme ne détient pas cet argent (par exemple des chèques reçus mais pas encore "
         "déposés en banque) : rien n'a été enregistré."),

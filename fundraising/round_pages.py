@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_time
@@ -25,15 +26,18 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 from wtforms.fields import SelectChoice
 
-from campaigns import rounds
+from campaigns import loans, rounds
 from campaigns.errors import VoteRefused, VotingClosed
+from campaigns.loan_models import Loan
 from campaigns.models import Campaign
 from campaigns.roundup_models import AllocationRule, Round, RoundAllocation, RoundCandidate, Vote, VoteCode, Voters
 from campaigns.roundups import code_digest, normalize_code
+from fundraising import loans_app, payments
 from fundraising.extensions import db, limiter
 from fundraising.forms import Form, drop_nul, error_message
 from fundraising.i18n import format_money
-from fundraising.manage import Refused, put_error
+from fundraising.manage import Refused, hours_text, put_error
+from fundraising.manage_forms import LOAN_METHOD_NAMES, LOAN_STATUS_NAMES, STANDING_NAMES
 from fundraising.models import Role, Shop, ShopStatus, User
 from fundraising.roundup_forms import (
     MESSAGES,
@@ -44,7 +48,7 @@ from fundraising.roundup_forms import (
     RoundForm,
     VoteForm,
 )
-from ledger import run_in_transaction
+from ledger import get_balance, run_in_transaction
 from ledger.errors import DomainError
 
 bp = Blueprint("rounds", __name__)
@@ -155,8 +159,43 @@ def index() -> str:
     return render_template("rounds/index.html", summaries=summaries, limit=MAX_ROUNDS_LISTED)
 
 
-def _render_show(round_: Round, *, disburse_errors: dict[int, str] | None = None,
-                 typed: dict[int, str] | None = None, status_code: int = 200) -> tuple[str, int]:
+@dataclass(frozen=True)
+class RoundLoan:
+    """An allocation lent at zero interest, and how its repayment stands (public: transparency)."""
+
+    loan: Loan
+    state: loans.LoanSummary
+    #: Hours owed in volunteering (the volunteering part at the hourly value), when there is one.
+    hours_owed: Decimal | None
+
+    @property
+    def hours_done(self) -> Decimal:
+        return Decimal(self.state.volunteering_minutes) / 60
+
+
+def _round_loans(round_: Round) -> dict[int, RoundLoan]:
+    """The round's allocations lent, by allocation."""
+    if round_.closed_at is None:
+        return {}
+    today, rules = loans_app.today(), payments.policy()
+    found = {}
+    for loan in loans.round_loans(db.session, round_.id):
+        owed = loans.volunteering_share(loans.LoanTerms.of(loan), loan.amount_sought)
+        hours = (Decimal(owed) / Decimal(loan.hourly_value)).quantize(Decimal("0.01")) \
+            if owed and loan.hourly_value else None
+        found[loan.allocation_id] = RoundLoan(loan, loans.summary(db.session, loan, today, rules), hours)
+    return found
+
+
+def revolving_fund(session: Session, currency: str) -> int:
+    """What earlier rounds' loans repaid, waiting for the next round to close."""
+    account = loans.revolving_account(session, currency, create=False)
+    return max(get_balance(session, account).available, 0) if account is not None else 0
+
+
+def render_show(round_: Round, *, disburse_errors: dict[int, str] | None = None,
+                typed: dict[int, str] | None = None, lend_errors: dict[int, dict[str, str]] | None = None,
+                lend_typed: dict[int, dict[str, str]] | None = None, status_code: int = 200) -> tuple[str, int]:
     now = _now()
     status = rounds.round_status(round_, now)
     shares = rounds.shop_shares(db.session, round_)
@@ -174,13 +213,17 @@ def _render_show(round_: Round, *, disburse_errors: dict[int, str] | None = None
         voted=me is not None and rounds.has_voted(db.session, round_.id, me.id),
         can_disburse=me is not None and me.has_role(Role.TREASURER, Role.ADMIN),
         can_close=me is not None and me.has_role(Role.ADMIN) and status == "counting",
-        disburse_errors=disburse_errors or {}, typed=typed or {})
+        can_lend=me is not None and me.has_role(Role.ADMIN) and status == "closed",
+        lent=_round_loans(round_), revolving=revolving_fund(db.session, round_.currency),
+        disburse_errors=disburse_errors or {}, typed=typed or {}, lend_errors=lend_errors or {},
+        lend_typed=lend_typed or {}, LOAN_METHOD_NAMES=LOAN_METHOD_NAMES, LOAN_STATUS_NAMES=LOAN_STATUS_NAMES,
+        STANDING_NAMES=STANDING_NAMES, hours_text=hours_text)
     return page, status_code
 
 
 @bp.get("/tours/<int:round_id>")
 def show(round_id: int) -> tuple[str, int]:
-    return _render_show(_round_or_404(round_id))
+    return render_show(_round_or_404(round_id))
 
 
 # --------------------------------------------------------------------------- voting
@@ -368,19 +411,23 @@ def disburse(round_id: int, allocation_id: int) -> Response | tuple[str, int]:
     form = DisburseForm()
     typed = {allocation_id: form.reference.data or ""}
     if not form.validate_on_submit():
-        return _render_show(round_, disburse_errors={allocation_id: _("Le formulaire a expiré : rechargez la page "
-                                                                      "et recommencez.")}, typed=typed, status_code=400)
+        return render_show(round_, disburse_errors={allocation_id: _("Le formulaire a expiré : rechargez la page "
+                                                                     "et recommencez.")}, typed=typed, status_code=400)
+    if db.session.scalar(select(Loan.id).where(Loan.allocation_id == allocation_id)) is not None:
+        return render_show(round_, disburse_errors={allocation_id: _(
+            "Cette part est prêtée à taux zéro : la trésorerie verse le prêt depuis la page des prêts.")},
+            typed=typed, status_code=409)
     reference = (form.reference.data or "").strip()
     if not reference:
-        return _render_show(round_, disburse_errors={allocation_id: str(MESSAGES[("invalid-round", "reference")])},
-                            typed=typed, status_code=422)
+        return render_show(round_, disburse_errors={allocation_id: str(MESSAGES[("invalid-round", "reference")])},
+                           typed=typed, status_code=422)
     actor_id = _me().id  # type: ignore[union-attr]
     try:
         paid = run_in_transaction(db.session, lambda s: rounds.disburse_allocation(
             s, allocation_id, reference=reference, now=_now(), actor_id=actor_id))
     except DomainError as exc:
-        return _render_show(db.session.get(Round, round_id), disburse_errors={allocation_id: message_for(exc)},
-                            typed=typed, status_code=422)
+        return render_show(db.session.get(Round, round_id), disburse_errors={allocation_id: message_for(exc)},
+                           typed=typed, status_code=422)
     flash(_("Versement de %(amount)s enregistré (réf. %(reference)s).",
             amount=format_money(paid.amount, round_.currency), reference=paid.disbursed_reference), "success")
     return redirect(url_for("rounds.show", round_id=round_id) + "#repartition", code=303)

@@ -480,6 +480,7 @@ def test_a_loan_campaign_needs_its_terms_and_valid_ones(session, holder):
         (LoanTerms(term_months=12, volunteering_amount=100_001, hourly_value=10), "volunteering_amount"),
         (LoanTerms(term_months=12, min_per_lender=5_000, max_per_lender=4_000), "min_per_lender"),
         (LoanTerms(term_months=12, first_due_on=NOW.date()), "first_due_on"),
+        (LoanTerms(term_months=360, first_due_on=date(9990, 1, 1)), "first_due_on"),
     ]
     for terms, field in bad:
         with pytest.raises(InvalidLoan) as error:

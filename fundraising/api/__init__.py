@@ -72,6 +72,7 @@ def init_app(app: Flask) -> None:
         contributions_api,
         docs,
         ledger_api,
+        loans_api,
         rounds_api,
         roundups_api,
         shops_api,
@@ -79,6 +80,6 @@ def init_app(app: Flask) -> None:
     )
 
     for blueprint in (tokens.blp, ledger_api.blp, campaigns_api.blp, contributions_api.blp, roundups_api.blp,
-                      shops_api.blp, rounds_api.blp):
+                      shops_api.blp, rounds_api.blp, loans_api.blp):
         api.register_blueprint(blueprint, url_prefix=API_PREFIX)
     app.register_blueprint(docs.bp)

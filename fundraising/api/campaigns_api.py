@@ -9,12 +9,13 @@ import marshmallow as ma
 from flask import g, request
 from sqlalchemy import or_, select
 
-from campaigns import community, contributions, payouts, services, statement
-from campaigns.errors import CampaignNotFound
+from campaigns import community, contributions, loans, payouts, services, statement
+from campaigns.errors import CampaignNotFound, InvalidCampaign, InvalidLoan
 from campaigns.lifecycle import PUBLIC, Actor
 from campaigns.models import Campaign, FundingModel, Kind, Status
 from fundraising import mail, payments
 from fundraising.api.common import Blueprint, PageArgs, already_answered, before_transaction, page, unit_of_work
+from fundraising.api.loans_api import LoanOut, LoanTermsIn, campaign_loan_dict, loan_terms
 from fundraising.authz import current_principal
 from fundraising.errors import Forbidden
 from fundraising.extensions import db
@@ -39,17 +40,21 @@ class CampaignIn(ma.Schema):
     goal = ma.fields.Integer(strict=True, required=True, validate=ma.validate.Range(min=1, max=MAX_AMOUNT))
     currency = ma.fields.String(load_default="EUR", validate=ma.validate.OneOf(sorted(CURRENCY_EXPONENTS)))
     deadline_at = ma.fields.AwareDateTime(required=True, default_timezone=None)
-    funding_model = ma.fields.String(load_default=FundingModel.KEEP_IT_ALL.value,
-                                     validate=ma.validate.OneOf([m.value for m in FundingModel]))
+    funding_model = ma.fields.String(load_default=None, validate=ma.validate.OneOf([m.value for m in FundingModel]),
+                                     metadata={"description": "default: keep_it_all; all_or_nothing for a loan"})
     org_name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=200))
     org_address = ma.fields.String(validate=ma.validate.Length(max=300))
     org_identifier = ma.fields.String(allow_none=True, metadata={"description": "SIREN (9 digits) or RNA (W + 9)"})
     tax_deductible = ma.fields.Boolean()
+    loan = ma.fields.Nested(LoanTermsIn, load_default=None, allow_none=True,
+                            metadata={"description": "kind loan: the loan's terms (or later: PUT "
+                                                     "/campaigns/{id}/loan)"})
 
 
 class CampaignPatch(CampaignIn):
     class Meta:
         partial = True
+        exclude = ("loan",)
 
 
 class CampaignOut(ma.Schema):
@@ -71,6 +76,8 @@ class CampaignOut(ma.Schema):
     org_identifier = ma.fields.String(allow_none=True)
     tax_deductible = ma.fields.Boolean()
     holder_id = ma.fields.Integer()
+    loan = ma.fields.Nested(LoanOut, allow_none=True,
+                            metadata={"description": "a loan campaign's loan (terms, status, figures); not in lists"})
 
 
 class CampaignList(ma.Schema):
@@ -204,10 +211,13 @@ def own_campaign(campaign_id: int, *, lock: bool = False) -> Campaign:
     raise Forbidden("only the campaign's holder may do this")
 
 
-def campaign_dict(campaign: Campaign, standing: services.Progress | None = None) -> dict[str, Any]:
+def campaign_dict(campaign: Campaign, standing: services.Progress | None = None, *,
+                  with_loan: bool = True) -> dict[str, Any]:
     standing = standing or services.progress(db.session, [campaign])[campaign.id]
-    return {**{c: getattr(campaign, c) for c in CampaignOut._declared_fields if hasattr(campaign, c)},
-            "raised": standing.raised, "pledged": standing.pledged, "contributors_count": standing.contributors}
+    found = {c: getattr(campaign, c) for c in CampaignOut._declared_fields if hasattr(campaign, c) and c != "loan"}
+    loan = campaign_loan_dict(campaign) if with_loan and campaign.kind == Kind.LOAN else None
+    return {**found, "raised": standing.raised, "pledged": standing.pledged,
+            "contributors_count": standing.contributors, "loan": loan}
 
 
 @blp.before_request
@@ -237,7 +247,8 @@ def list_campaigns(args: dict[str, Any]) -> dict[str, Any]:
                                 Campaign.org_name.ilike(words)))
     found = page(db.session, query, Campaign.id, args["limit"], args["cursor"])
     standing = services.progress(db.session, found["items"])
-    return {"items": [campaign_dict(c, standing[c.id]) for c in found["items"]], "next_cursor": found["next_cursor"]}
+    return {"items": [campaign_dict(c, standing[c.id], with_loan=False) for c in found["items"]],
+            "next_cursor": found["next_cursor"]}
 
 
 @blp.route("/campaigns", methods=["POST"])
@@ -246,8 +257,22 @@ def list_campaigns(args: dict[str, Any]) -> dict[str, Any]:
 @blp.response(201, CampaignOut)
 @blp.doc(security=[{"bearer": []}])
 def create_campaign(data: dict[str, Any]) -> dict[str, Any]:
-    """Create a draft campaign; the caller is its holder."""
+    """Create a draft campaign; the caller is its holder. A ``loan`` campaign (all-or-nothing by
+    default) may give its terms in ``loan``: the campaign and its terms are created together, or
+    neither."""
+    terms = data.pop("loan")
+    if data["funding_model"] is None:
+        data["funding_model"] = (FundingModel.ALL_OR_NOTHING if data["kind"] == Kind.LOAN
+                                 else FundingModel.KEEP_IT_ALL).value
+    if terms is not None and data["kind"] != Kind.LOAN:
+        raise InvalidCampaign("only a loan campaign has loan terms", field="loan")
+    loan = loan_terms(terms, prefix="loan.") if terms is not None else None
     campaign = services.create_campaign(db.session, holder_id=_user().id, **data)
+    if loan is not None:
+        try:
+            loans.set_terms(db.session, campaign, loan, policy=payments.policy())
+        except InvalidLoan as error:
+            raise InvalidLoan(error.message, field=f"loan.{error.field}" if error.field else "loan") from None
     return campaign_dict(campaign)
 
 
@@ -267,6 +292,8 @@ def get_campaign(campaign_id: int) -> dict[str, Any]:
 def update_campaign(data: dict[str, Any], campaign_id: int) -> dict[str, Any]:
     """Edit a draft."""
     campaign = own_campaign(campaign_id, lock=True)
+    if data.get("funding_model", "") is None:
+        del data["funding_model"]  # not given: unchanged
     return campaign_dict(services.update_draft(db.session, campaign, **data))
 
 

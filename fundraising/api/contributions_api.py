@@ -10,11 +10,12 @@ import marshmallow as ma
 from flask import Response, current_app, g, jsonify, request
 from sqlalchemy import select
 
-from campaigns import contributions, processor_events, treasury
+from campaigns import contributions, loans, processor_events, treasury
 from campaigns.errors import (
     CampaignError,
     ContributionNotFound,
     ContributionStateError,
+    InvalidContribution,
     PaymentFailed,
     PaymentUnavailable,
 )
@@ -24,6 +25,7 @@ from campaigns.models import (
     ContributionStatus,
     FulfilmentStatus,
     FundingModel,
+    Kind,
     PaymentMethod,
     Status,
 )
@@ -58,6 +60,9 @@ class ContributionIn(ma.Schema):
     message = ma.fields.String(load_default="", validate=ma.validate.Length(max=1000))
     shipping_address = ma.fields.String(load_default="", validate=ma.validate.Length(max=500))
     wants_updates = ma.fields.Boolean(load_default=True)
+    accepts_volunteering = ma.fields.Boolean(load_default=False, metadata={
+        "description": "a loan's lender: accept that the part of the loan its terms say be repaid to you in skills "
+                       "volunteering for social-economy organisations rather than in money"})
 
 
 class ContributionOut(ma.Schema):
@@ -76,6 +81,8 @@ class ContributionOut(ma.Schema):
     paid_amount = ma.fields.Integer()
     refunded_amount = ma.fields.Integer()
     fee_amount = ma.fields.Integer(metadata={"description": "processor and platform fees on this contribution"})
+    accepts_volunteering = ma.fields.Boolean(metadata={"description": "a loan's lender accepted the volunteering "
+                                                                      "share"})
     created_at = ma.fields.DateTime()
     paid_at = ma.fields.DateTime(allow_none=True)
     checkout_url = ma.fields.String(allow_none=True, metadata={"description": "card: the page to pay on"})
@@ -176,20 +183,31 @@ def _open_card_page(campaign_id: int) -> None:
 @blp.response(201, ContributionOut)
 @blp.doc(security=[{"bearer": []}])
 def contribute(data: dict[str, Any], campaign_id: int) -> dict[str, Any]:
-    """Give, pledge or buy a reward. ``card``: the answer's ``checkout_url`` is the page to pay on
-    (all-or-nothing: to save the card, charged if the goal is reached). ``transfer``, ``cheque``,
-    ``cash``: the contribution waits for the treasurer's confirmation; ``instructions`` say how
-    to pay. Send an ``Idempotency-Key``: a retry then returns the same contribution."""
-    if Status(get_campaign(db.session, campaign_id).status) != Status.CANCELLED:
+    """Give, pledge or buy a reward; on a ``loan`` campaign, lend (within the loan's limits per
+    lender and what remains sought; ``accepts_volunteering``: the lender accepts that the terms'
+    volunteering share of their loan be repaid in skills volunteering). ``card``: the answer's
+    ``checkout_url`` is the page to pay on (all-or-nothing: to save the card, charged if the goal
+    is reached). ``transfer``, ``cheque``, ``cash``: the contribution waits for the treasurer's
+    confirmation; ``instructions`` say how to pay. Send an ``Idempotency-Key``: a retry then
+    returns the same contribution."""
+    campaign = get_campaign(db.session, campaign_id)
+    if Status(campaign.status) != Status.CANCELLED:
         visible_campaign(campaign_id)  # drafts stay hidden; ended campaigns answer "closed"
     user = _user()
     page_ = g.get("card_page") if data["payment_method"] == PaymentMethod.CARD else None
     # No gateway is passed: a card's page was opened before the transaction (with the caller's
     # locale, see _open_card_page), so the service needs no locale of its own.
-    c, checkout_url = contributions.contribute(
-        db.session, campaign_id=campaign_id, contributor_id=user.id, contributor_email=user.email,
-        policy=payments.policy(), reference=page_[0] if page_ else None, checkout=page_[1] if page_ else None,
-        **data)
+    card = {"reference": page_[0] if page_ else None, "checkout": page_[1] if page_ else None}
+    accepts = data.pop("accepts_volunteering")
+    if campaign.kind == Kind.LOAN:
+        c, checkout_url = loans.lend(db.session, campaign_id=campaign_id, lender_id=user.id, lender_email=user.email,
+                                     policy=payments.policy(), accepts_volunteering=accepts, **card, **data)
+    elif accepts:
+        raise InvalidContribution("only a loan's lenders accept volunteering", field="accepts_volunteering")
+    else:
+        c, checkout_url = contributions.contribute(
+            db.session, campaign_id=campaign_id, contributor_id=user.id, contributor_email=user.email,
+            policy=payments.policy(), **card, **data)
     if c.payment_method in OFFLINE_METHODS:
         payments.notify_contribution("instructions", c.id)
     return contribution_dict(c, checkout_url)

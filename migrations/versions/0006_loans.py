@@ -239,12 +239,6 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table('rounds', schema=None) as batch_op:
-        batch_op.drop_column('repaid_pooled')
-
-    with op.batch_alter_table('contributions', schema=None) as batch_op:
-        batch_op.drop_column('accepts_volunteering')
-
     with op.batch_alter_table('volunteering_declarations', schema=None) as batch_op:
         batch_op.drop_index('ix_volunteering_declarations_loan')
 
@@ -277,3 +271,8 @@ def downgrade():
 
     op.drop_table('lender_withdrawals')
     op.drop_table('volunteer_organisations')
+
+    # Plain ALTER TABLE (SQLite 3.35 and later, PostgreSQL): batch mode would rebuild these tables,
+    # which other tables' rows reference.
+    op.execute('ALTER TABLE rounds DROP COLUMN repaid_pooled')
+    op.execute('ALTER TABLE contributions DROP COLUMN accepts_volunteering')
