@@ -50,8 +50,8 @@ Loans go through :mod:`campaigns.loans`. Twenty people (the demo contributor amo
 the 8,000 EUR of the Vélos-Cargos by transfer and cheque, confirmed by the treasurer; the
 campaign was settled and paid out five months ago, which disbursed the loan: four instalments
 were repaid (two announced by the borrower with their RB- reference, two recorded from the bank
-statement), the fifth is late; four hours of volunteering were confirmed. One lender withdrew
-what came back; the demo contributor has asked for half of what came back to her. Le Bocal still takes
+statement), the fifth is late; four hours of volunteering were confirmed. The demo contributor
+has asked for half of what came back to her (the treasurer's to pay). Le Bocal still takes
 subscriptions. And the admin turned the closed round's second share into a loan at zero
 interest over twelve months, 30 % repaid in hours at 50 EUR an hour: the treasurer sent it, the
 borrower repaid two instalments ahead and declared hours at two approved organisations (two
@@ -897,7 +897,7 @@ def _loan(d: Demo, key: str) -> Loan:
 def _velos(d: Demo) -> None:
     """Crowd-lent at zero interest over 24 months: twenty lenders by transfer and cheque, the goal
     reached, settled and paid out five months ago; four instalments repaid, the fifth late. The
-    demo contributor lent too: what came back is on her lender's account, and she asks for it."""
+    demo contributor lent too: what came back is on her lender's account, and she asks for half."""
     key = "velos"
     lenders = [*d.rng.sample(d.backers, len(VELOS_LENDERS) - 1), d.donor]
     for n, ((amount, method, accepts), who, when) in enumerate(
@@ -931,16 +931,7 @@ def _velos(d: Demo) -> None:
                            now=declared_at + timedelta(days=1))
 
     d.on(declared_at, hours)
-    # A lender who asked for what came back was paid; the demo contributor asks for half of hers.
-    other, asked_at = lenders[0], d.at(-60, 20)
-
-    def withdraw_paid() -> None:
-        withdrawal = loans.request_withdrawal(d.session, other.id, amount=loans.lender_balance(
-            d.session, other.id, "EUR"), currency="EUR", iban=DEMO_IBAN, now=asked_at)
-        loans.pay_withdrawal(d.session, withdrawal.id, reference=f"VIR-{asked_at:%Y%m%d}-RETRAIT-PRETEUR",
-                             actor_id=d.treasurer.id, now=asked_at + timedelta(days=2))
-
-    d.on(asked_at, withdraw_paid)
+    # The demo contributor asks for half of what came back to her: the treasurer's queue.
     requested_at = d.at(-3, 21)
     d.on(requested_at, lambda: loans.request_withdrawal(
         d.session, d.donor.id, amount=loans.lender_balance(d.session, d.donor.id, "EUR") // 2, currency="EUR",

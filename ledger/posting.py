@@ -17,6 +17,12 @@ so that :func:`close_account` cannot close one while the entry is in flight (it 
 the balance); a posting that finds an account closed meanwhile is refused (the shared read
 returns the committed row). A balance read or a checked decrease writes what is held first.
 
+Large entries (from :data:`BULK_ROWS` postings, on PostgreSQL: a loan's repayment has one
+posting per lender) go in with one ``COPY``, their accounts are read with one statement, and
+their balance rows are locked in the same order by one ``SELECT ... ORDER BY ... FOR UPDATE``
+and then changed by one ``UPDATE``; Python's cyclic garbage collector waits while they are
+written.
+
 Idempotency. An entry posted with an ``idempotency_key`` that exists returns the stored entry
 when the request is the same (``replayed=True``) and raises :class:`IdempotencyConflict` when it
 differs. On PostgreSQL concurrent posts of one key are serialized by a transaction-scoped advisory
@@ -25,6 +31,7 @@ lock, so the second waits for the first and then sees it; SQLite serializes writ
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -32,12 +39,14 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from sqlalchemy import bindparam, event, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, scoped_session
 
 from ledger.errors import (
@@ -186,6 +195,20 @@ _SELECT_ACCOUNTS_AND_KEY_SHARED = _SELECT_ACCOUNTS_AND_KEY.with_for_update(read=
 _INSERT_POSTINGS = insert(Posting.__table__)
 _INSERT_ENTRY = insert(Entry.__table__)
 
+#: From this many rows, on PostgreSQL, an entry's postings go in with one ``COPY``, its balance
+#: changes as one statement, and its accounts are read with one: a loan's repayment has one
+#: posting per lender, and thousands of statements (or of bound parameters) would cost more than
+#: the rows themselves. Below it, and on SQLite, the plain statements.
+BULK_ROWS = 200
+#: Arrays are bound as their text form (``{1,2,3}``) and cast by the statement: the driver's list
+#: adapter costs more than the statement itself for ten thousand ids. (The cast is of the
+#: parameter as given: cast from a typed varchar, the array would be parsed again for every row.)
+_ACCOUNTS_ANY = ("SELECT id, key, code, type, currency, allow_negative, balance_shards, closed_at "
+                 "FROM ledger_accounts WHERE id = ANY (CAST(:id_array AS bigint[]))")
+_SELECT_ACCOUNTS_ANY = text(_ACCOUNTS_ANY).columns(*_SELECT_ACCOUNTS.selected_columns)
+_SELECT_ACCOUNTS_ANY_SHARED = text(_ACCOUNTS_ANY + " FOR SHARE").columns(*_SELECT_ACCOUNTS.selected_columns)
+_COPY_POSTINGS = "COPY ledger_postings (entry_id, account_id, amount, currency) FROM STDIN"
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -308,7 +331,11 @@ def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, AccountInf
     wanted = sorted(set(ids))
     found: dict[int, AccountInfo] = {}
     connection = session.connection()
-    query = _SELECT_ACCOUNTS_SHARED if _held(session) is not None else _SELECT_ACCOUNTS
+    shared = _held(session) is not None
+    if len(wanted) >= BULK_ROWS and connection.dialect.name == "postgresql":
+        query = _SELECT_ACCOUNTS_ANY_SHARED if shared else _SELECT_ACCOUNTS_ANY
+        return {row[0]: AccountInfo(*row) for row in connection.execute(query, {"id_array": _int_array(wanted)})}
+    query = _SELECT_ACCOUNTS_SHARED if shared else _SELECT_ACCOUNTS
     for start in range(0, len(wanted), 1000):
         for row in connection.execute(query, {"ids": wanted[start : start + 1000]}):
             found[row[0]] = AccountInfo(*row)
@@ -461,7 +488,8 @@ def _apply_deltas(session: Session, accounts: Mapping[int, AccountInfo], deltas:
     so the transaction stays consistent even if the caller goes on."""
     moving = [(account_id, deltas[account_id]) for account_id in sorted(deltas)
               if deltas[account_id].posted or deltas[account_id].pending_debits or deltas[account_id].pending_credits]
-    if not any(_needs_check(accounts[account_id], delta) for account_id, delta in moving):
+    checked = {account_id for account_id, delta in moving if _needs_check(accounts[account_id], delta)}
+    if not checked:
         held = _held(session)
         if held is not None:
             for account_id, delta in moving:
@@ -470,30 +498,80 @@ def _apply_deltas(session: Session, accounts: Mapping[int, AccountInfo], deltas:
             _write_shards(session, accounts, moving)
         return
     apply_held_balances(session)  # the check must see this transaction's own changes
-    applied: list[tuple[int, int, _Delta]] = []
+    # Still in account_id order: the accounts that need no check between two checked ones go
+    # as one batch (a loan's repayment moves one checked account, the loan's, and thousands of
+    # lenders' that are credited).
+    applied: list[_ShardChange] = []
+    batch: list[_ShardChange] = []
     try:
-        for account_id in sorted(deltas):
-            delta = deltas[account_id]
-            if not (delta.posted or delta.pending_debits or delta.pending_credits):
-                continue
+        for account_id, delta in moving:
             account = accounts[account_id]
-            if _needs_check(account, delta):
-                balance = get_balance(session, account_id, lock=True)
-                if balance.available + _available_change(account, delta) < 0:
-                    raise InsufficientFunds(
-                        f"account {account.key} would go below zero "
-                        f"(available {balance.available}, change {_available_change(account, delta)})",
-                        field="postings",
-                    )
-                shard = 0
-            else:
-                shard = _shard(account)
-            _update_shard(session, account_id, shard, delta, 1)
-            applied.append((account_id, shard, delta))
+            if account_id not in checked:
+                batch.append(_shard_change(account_id, _shard(account), delta))
+                continue
+            _update_shards(session, batch, applied)
+            balance = get_balance(session, account_id, lock=True)
+            if balance.available + _available_change(account, delta) < 0:
+                raise InsufficientFunds(
+                    f"account {account.key} would go below zero "
+                    f"(available {balance.available}, change {_available_change(account, delta)})",
+                    field="postings",
+                )
+            _update_shards(session, [_shard_change(account_id, 0, delta)], applied)
+        _update_shards(session, batch, applied)
     except InsufficientFunds:
-        for account_id, shard, delta in applied:
-            _update_shard(session, account_id, shard, delta, -1)
+        if applied:
+            _execute_shards(session, [(a, shard, -p, -pd, -pc) for a, shard, p, pd, pc in applied])
         raise
+
+
+def _update_shards(session: Session, batch: list[_ShardChange], applied: list[_ShardChange]) -> None:
+    """Write ``batch`` (shard changes in order) in one go, move it to ``applied``."""
+    if batch:
+        _execute_shards(session, batch)
+        applied.extend(batch)
+        batch.clear()
+
+
+_LOCK_SHARDS = text(
+    "SELECT 1 FROM ledger_balances AS b JOIN unnest(CAST(:a AS bigint[]), CAST(:s AS smallint[])) AS v (a, s) "
+    "ON b.account_id = v.a AND b.shard = v.s ORDER BY b.account_id, b.shard FOR UPDATE OF b"
+)
+_UPDATE_SHARDS = text(
+    "UPDATE ledger_balances AS b SET posted = b.posted + v.p, pending_debits = b.pending_debits + v.pd, "
+    "pending_credits = b.pending_credits + v.pc FROM unnest(CAST(:a AS bigint[]), CAST(:s AS smallint[]), "
+    "CAST(:p AS bigint[]), CAST(:pd AS bigint[]), CAST(:pc AS bigint[])) AS v (a, s, p, pd, pc) "
+    "WHERE b.account_id = v.a AND b.shard = v.s"
+)
+
+
+#: One shard's change: (account_id, shard, posted, pending_debits, pending_credits).
+_ShardChange = tuple[int, int, int, int, int]
+
+
+def _shard_change(account_id: int, shard: int, delta: _Delta) -> _ShardChange:
+    return account_id, shard, delta.posted, delta.pending_debits, delta.pending_credits
+
+
+def _execute_shards(session: Session, rows: Sequence[_ShardChange]) -> None:
+    """Apply shard changes (one per ``(account_id, shard)``, in that order). A large batch on
+    PostgreSQL: its rows locked in that order by one ``SELECT ... ORDER BY ... FOR UPDATE`` (the
+    lock order the module promises: a single ``UPDATE ... FROM`` would lock them in whatever
+    order its plan visits them), then changed by one ``UPDATE``."""
+    connection = session.connection()
+    if len(rows) < BULK_ROWS or connection.dialect.name != "postgresql":
+        connection.execute(_UPDATE_SHARD, [{"a": a, "s": shard, "p": p, "pd": pd, "pc": pc}
+                                           for a, shard, p, pd, pc in rows])
+        return
+    columns = dict(zip(("a", "s", "p", "pd", "pc"), (_int_array(column) for column in zip(*rows, strict=True)),
+                       strict=True))
+    connection.execute(_LOCK_SHARDS, {"a": columns["a"], "s": columns["s"]})
+    connection.execute(_UPDATE_SHARDS, columns)
+
+
+def _int_array(values: Iterable[int]) -> str:
+    """A PostgreSQL array literal of integers (bound as text, cast by the statement)."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 _UPDATE_SHARD = text(
@@ -504,9 +582,8 @@ _UPDATE_SHARD = text(
 
 def _write_shards(session: Session, accounts: Mapping[int, AccountInfo], moving: Sequence[tuple[int, _Delta]]) -> None:
     """One batch of unchecked changes, in ``account_id`` order, each on a random shard."""
-    session.connection().execute(
-        _UPDATE_SHARD, [_shard_params(account_id, _shard(accounts[account_id]), delta, 1)
-                        for account_id, delta in moving])
+    _execute_shards(session, [_shard_change(account_id, _shard(accounts[account_id]), delta)
+                              for account_id, delta in moving])
 
 
 # --------------------------------------------------------------------------- held balances
@@ -593,15 +670,6 @@ def _add(held: _Held, account: AccountInfo, delta: _Delta) -> None:
     held.accounts[account.id] = account
 
 
-def _shard_params(account_id: int, shard: int, delta: _Delta, sign: int) -> dict[str, int]:
-    return {"p": sign * delta.posted, "pd": sign * delta.pending_debits, "pc": sign * delta.pending_credits,
-            "a": account_id, "s": shard}
-
-
-def _update_shard(session: Session, account_id: int, shard: int, delta: _Delta, sign: int) -> None:
-    session.connection().execute(_UPDATE_SHARD, _shard_params(account_id, shard, delta, sign))
-
-
 # --------------------------------------------------------------------------- entries
 
 
@@ -637,11 +705,7 @@ def _insert_entry(
         PostingView(leg.account_id, leg.amount, accounts[leg.account_id].currency) for leg in request.legs
     )
     if postings:
-        _insert_postings(
-            session,
-            [{"entry_id": entry_id, "account_id": p.account_id, "amount": p.amount, "currency": p.currency}
-             for p in postings],
-        )
+        _insert_postings(session, [(entry_id, p.account_id, p.amount, p.currency) for p in postings])
     row = {
         "id": entry_id,
         "phase": phase,
@@ -660,16 +724,44 @@ def _insert_entry(
     return PostedEntry(postings=postings, replayed=False, **row_view(row))
 
 
-def _insert_postings(session: Session, rows: list[dict[str, object]]) -> None:
+#: One posting to insert: (entry_id, account_id, amount, currency).
+_PostingRow = tuple[uuid.UUID, int, int, str]
+
+
+def _insert_postings(session: Session, rows: list[_PostingRow]) -> None:
     """Insert postings; an account closed by a concurrent transaction while this one waited for
     its balance rows is refused by the database guard, and reported as :class:`AccountClosed`
     (the transaction is then unusable and must be rolled back, as after any database refusal)."""
+    connection = session.connection()
     try:
-        session.connection().execute(_INSERT_POSTINGS, rows)
+        if len(rows) >= BULK_ROWS and connection.dialect.name == "postgresql":
+            _copy_postings(connection, rows)
+        else:
+            connection.execute(_INSERT_POSTINGS, [{"entry_id": e, "account_id": a, "amount": x, "currency": c}
+                                                  for e, a, x, c in rows])
     except IntegrityError as exc:
         if "posting to a closed account" in str(exc.orig):
             raise AccountClosed("an account of this entry was closed meanwhile", field="postings") from exc
         raise
+
+
+def _copy_postings(connection: Connection, rows: list[_PostingRow]) -> None:
+    """Many postings with one ``COPY ... FROM STDIN`` on the session's own connection (so in
+    its transaction, through the same triggers); the driver's errors come out as SQLAlchemy's,
+    as from a statement."""
+    import psycopg
+
+    dbapi_connection = connection.connection.dbapi_connection
+    try:
+        with dbapi_connection.cursor() as cursor, cursor.copy(_COPY_POSTINGS) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:
+        lost = connection.dialect.is_disconnect(exc, dbapi_connection, None)
+        if lost:  # as SQLAlchemy does for a statement: the pool must not hand this connection out again
+            connection.invalidate(exc)
+        raise DBAPIError.instance(_COPY_POSTINGS, None, exc, psycopg.Error, connection_invalidated=lost,
+                                  dialect=connection.dialect) from exc
 
 
 def row_view(row: Mapping[str, object]) -> dict[str, object]:
@@ -718,12 +810,32 @@ def post_entry(
     key = request.idempotency_key
     if key is not None:
         _lock_key(session, f"entry:{key}")  # before the lookup: its snapshot must follow the lock
-    accounts, existing = _load_accounts_and_key(session, [leg.account_id for leg in request.legs], key)
-    if existing is not None:
-        return _replay(session, existing, digest)
-    _check_accounts(request, accounts)
-    _apply_deltas(session, accounts, _deltas(request.legs, phase))
-    return _insert_entry(session, phase, request, accounts, digest, now=now, entry_id=entry_id)
+    with _collector_paused(len(request.legs)):
+        accounts, existing = _load_accounts_and_key(session, [leg.account_id for leg in request.legs], key)
+        if existing is not None:
+            return _replay(session, existing, digest)
+        _check_accounts(request, accounts)
+        _apply_deltas(session, accounts, _deltas(request.legs, phase))
+        return _insert_entry(session, phase, request, accounts, digest, now=now, entry_id=entry_id)
+
+
+@contextmanager
+def _collector_paused(size: int) -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a large entry is written.
+
+    An entry of thousands of postings (a loan's repayment to its lenders) makes tens of
+    thousands of short-lived objects, and they would trigger full collections that scan the
+    whole heap (50 to 150 ms in a web worker, per entry) though reference counting frees them
+    all when the entry is written. Small entries, and a collector someone already disabled, are
+    left alone; it is enabled again however the block ends."""
+    if size < BULK_ROWS or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _lock_entry(session: Session, entry_id: uuid.UUID) -> Entry:
@@ -933,15 +1045,14 @@ def post_entries(
     _apply_deltas(session, accounts, _deltas((leg for i in fresh for leg in requests[i].legs), Phase.POSTED))
     created_at = now or utcnow()
     posted = Phase.POSTED.value
-    posting_rows: list[dict[str, object]] = []
+    posting_rows: list[_PostingRow] = []
     entry_rows: list[dict[str, object]] = []
     for i in fresh:
         request = requests[i]
         entry_id = new_entry_id()
         postings = tuple([PostingView(leg.account_id, leg.amount, accounts[leg.account_id].currency)
                           for leg in request.legs])
-        posting_rows += [{"entry_id": entry_id, "account_id": p.account_id, "amount": p.amount,
-                          "currency": p.currency} for p in postings]
+        posting_rows += [(entry_id, p.account_id, p.amount, p.currency) for p in postings]
         entry_rows.append({
             "id": entry_id, "phase": posted, "kind": request.kind, "effective_on": request.effective_on,
             "memo": request.memo, "ref_type": request.ref_type, "ref_id": request.ref_id,

@@ -40,7 +40,6 @@ from ledger.money import parse_major
 from tests.factories import TODAY, account, request
 
 BEAN_CHECK = str(Path(sys.executable).with_name("bean-check"))
-DEMO_START = TODAY - timedelta(days=30)  # the demo books' first day when loaded with today=TODAY
 
 
 def ignore(_postings: int) -> None:
@@ -108,13 +107,17 @@ def test_bean_check_accepts_the_demo_books_and_their_balances_are_the_ledgers(de
     assert 'option "operating_currency" "EUR"' in text and "opening-balances" not in text
 
 
-WINDOWS = [(5, 15), (10, None), (None, 10), (20, 20), (40, None)]  # days after the demo's first day
 
 
 def test_bean_check_accepts_any_window_with_balances_carried_in_and_asserted(demo_books, tmp_path):
     session = demo_books
-    for window in WINDOWS:
-        date_from, date_to = (None if d is None else DEMO_START + timedelta(days=d) for d in window)
+    first, last = session.execute(select(func.min(Entry.effective_on), func.max(Entry.effective_on))
+                                  .where(Entry.phase.in_(POSTED_PHASES))).one()
+    span = (last - first).days
+    after = span + 1  # a window after the last entry: only carried balances
+    # Days after the first day; each window but the last holds the first or the last day's entries.
+    for window in [(1, span), (10, None), (None, 10), (span, span), (after, None)]:
+        date_from, date_to = (None if d is None else first + timedelta(days=d) for d in window)
         path = beancount_file(session, tmp_path / "window.beancount", date_from, date_to)
         result = bean_check(path)
         assert result.returncode == 0, (window, result.stdout + result.stderr)
@@ -125,7 +128,7 @@ def test_bean_check_accepts_any_window_with_balances_carried_in_and_asserted(dem
         inside = [d for d in days if (date_from is None or d >= date_from.isoformat())
                   and (date_to is None or d <= date_to.isoformat())]
         assert days == inside, window
-        after_the_last_entry = window == (40, None)  # only carried balances and their assertions
+        after_the_last_entry = window == (after, None)  # only carried balances and their assertions
         assert (days == []) == after_the_last_entry, window
 
 
