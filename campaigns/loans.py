@@ -1085,7 +1085,7 @@ def pay_withdrawal(session: Session, withdrawal_id: Any, *, reference: Any, acto
         return withdrawal
     if withdrawal.status != WithdrawalStatus.REQUESTED:
         raise LoanStateError(f"a {withdrawal.status} withdrawal is not paid", field="withdrawal_id")
-    post_pending(session, withdrawal.pending_entry_id, now=now)
+    post_pending(session, withdrawal.pending_entry_id, effective_on=now.date(), now=now)
     withdrawal.status, withdrawal.paid_at, withdrawal.paid_reference = WithdrawalStatus.PAID.value, now, reference
     withdrawal.paid_by_id = actor_id
     session.flush()
@@ -1097,7 +1097,7 @@ def cancel_withdrawal(session: Session, withdrawal_id: Any, *, now: datetime | N
     withdrawal = _get_withdrawal(session, withdrawal_id)
     if withdrawal.status != WithdrawalStatus.REQUESTED:
         raise LoanStateError(f"a {withdrawal.status} withdrawal is not cancelled", field="withdrawal_id")
-    void_pending(session, withdrawal.pending_entry_id, now=now)
+    void_pending(session, withdrawal.pending_entry_id, effective_on=now.date(), now=now)
     withdrawal.status = WithdrawalStatus.CANCELLED.value
     session.flush()
     return withdrawal

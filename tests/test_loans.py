@@ -35,7 +35,7 @@ from campaigns.services import create_campaign, get_campaign, transition
 from fundraising import people
 from fundraising.credentials import create_shop
 from fundraising.models import Role, User
-from ledger import InsufficientFunds, find_violations, get_balance
+from ledger import Entry, InsufficientFunds, find_violations, get_balance
 
 NOW = datetime(2027, 1, 10, 9, 0, tzinfo=UTC)
 POLICY = Policy()
@@ -524,6 +524,8 @@ def test_a_lender_withdraws_what_repayments_credited(session, holder):
     assert loans.lender_balance(session, alice.id, "EUR") == 5_000  # reserved at once
     loans.pay_withdrawal(session, withdrawal.id, reference="VIR-RETRAIT", actor_id=None, now=NOW)
     assert withdrawal.status == "paid" and loans.lender_balance(session, alice.id, "EUR") == 5_000
+    paid = session.scalar(select(Entry).where(Entry.pending_id == withdrawal.pending_entry_id))
+    assert paid.effective_on == NOW.date()  # booked on the day it was paid, not on the clock's
     second = loans.request_withdrawal(session, alice.id, amount=5_000, currency="EUR",
                                       iban="FR7630006000011234567890189")
     loans.cancel_withdrawal(session, second.id, now=NOW)
