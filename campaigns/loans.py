@@ -660,9 +660,7 @@ def announce_repayment(session: Session, loan_id: Any, *, amount: Any, method: A
     amount = _check_amount(amount)
     if method not in REPAYMENT_METHODS:
         raise InvalidRepayment("method is transfer, cheque, cash or card", field="method")
-    still = owed(session, loan) - _pending_total(session, loan)
-    if amount > still:
-        raise InvalidRepayment(f"at most {max(still, 0)} is still owed in money", field="amount")
+    check_announce(session, loan, amount)
     repayment = LoanRepayment(loan_id=loan.id, amount=amount, currency=loan.currency, method=method,
                               status=RepaymentStatus.PENDING.value, reference=reference or new_repayment_reference(),
                               payer_id=payer_id, stripe_checkout_id=checkout_id, created_at=now, updated_at=now)
@@ -671,9 +669,19 @@ def announce_repayment(session: Session, loan_id: Any, *, amount: Any, method: A
     return repayment
 
 
-def _pending_total(session: Session, loan: Loan) -> int:
-    return int(session.scalar(select(func.coalesce(func.sum(LoanRepayment.amount), 0)).where(
-        LoanRepayment.loan_id == loan.id, LoanRepayment.status == RepaymentStatus.PENDING.value)) or 0)
+def still_to_announce(session: Session, loan: Loan) -> int:
+    """What the borrower may still announce: what is owed in money, less what is announced already."""
+    pending = session.scalar(select(func.coalesce(func.sum(LoanRepayment.amount), 0)).where(
+        LoanRepayment.loan_id == loan.id, LoanRepayment.status == RepaymentStatus.PENDING.value)) or 0
+    return max(0, owed(session, loan) - int(pending))
+
+
+def check_announce(session: Session, loan: Loan, amount: int) -> None:
+    """Refuse what announcing ``amount`` would refuse (callers check before opening a card page)."""
+    _check_active(loan)
+    still = still_to_announce(session, loan)
+    if amount > still:
+        raise InvalidRepayment(f"at most {still} is still owed in money", field="amount")
 
 
 def _check_received_on(received_on: Any, now: datetime) -> None:

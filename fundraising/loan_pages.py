@@ -708,7 +708,7 @@ def new_repay_form(loan_: Loan, state: loans.LoanSummary | None = None, *, formd
     if not formdata:
         form.method.data = "transfer"
         due = (state.overdue or state.next_due_amount) if state is not None else 0
-        due = min(due, _still_to_announce(loan_))
+        due = min(due, loans.still_to_announce(db.session, loan_))
         if due > 0:
             form.amount.data = major_text(due, loan_.currency)
     return form
@@ -827,16 +827,10 @@ def repay(loan_id: int) -> Response | tuple[str, int, dict]:
     return redirect(url_for("loan_pages.repayment", reference=repayment.reference), code=303)
 
 
-def _still_to_announce(loan_: Loan) -> int:
-    pending = sum(r.amount for r in db.session.scalars(select(LoanRepayment).where(
-        LoanRepayment.loan_id == loan_.id, LoanRepayment.status == RepaymentStatus.PENDING.value)))
-    return max(0, loans.owed(db.session, loan_) - pending)
-
-
 def _check_announce(loan_: Loan, amount: int) -> None:
     if loan_.status != LoanStatus.ACTIVE:
         raise Refused("amount", _("Ce prêt ne prend plus de remboursement : il n'est pas en cours."))
-    still = _still_to_announce(loan_)
+    still = loans.still_to_announce(db.session, loan_)
     if amount > still:
         raise Refused("amount", _too_much(loan_, still))
 
@@ -853,7 +847,7 @@ def _repay_error(exc: DomainError, loan_id: int) -> tuple[str | None, str]:
     if isinstance(exc, LoanStateError):
         return None, _("Ce prêt ne prend plus de remboursement : il n'est pas en cours.")
     if exc.field == "amount":
-        return "amount", _too_much(found, _still_to_announce(found))
+        return "amount", _too_much(found, loans.still_to_announce(db.session, found))
     if exc.field == "method":
         return "method", _("Choisissez un moyen de paiement.")
     return None, _("Le paiement a été refusé (%(code)s).", code=exc.code)

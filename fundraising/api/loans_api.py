@@ -20,7 +20,7 @@ from typing import Any
 
 import marshmallow as ma
 from flask import g, request
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from campaigns import loans, rounds
 from campaigns.errors import (
@@ -562,20 +562,6 @@ def organisation_dict(org: VolunteerOrganisation, *, admin: bool) -> dict[str, A
             "contact_email": org.contact_email if admin else None}
 
 
-def _pending_total(loan: Loan) -> int:
-    return int(db.session.scalar(select(func.coalesce(func.sum(LoanRepayment.amount), 0)).where(
-        LoanRepayment.loan_id == loan.id, LoanRepayment.status == RepaymentStatus.PENDING.value)) or 0)
-
-
-def _check_announce(loan: Loan, amount: int) -> None:
-    """What announcing ``amount`` would refuse, checked before a card page is opened."""
-    if loan.status != LoanStatus.ACTIVE:
-        raise LoanStateError(f"a {loan.status} loan takes no repayment", field="loan_id")
-    still = loans.owed(db.session, loan) - _pending_total(loan)
-    if amount > still:
-        raise InvalidRepayment(f"at most {max(still, 0)} is still owed in money", field="amount")
-
-
 def _loan_of(campaign_id: int, loan_id: int | None) -> Loan:
     return loans.campaign_loan(db.session, campaign_id, loan_id)
 
@@ -695,7 +681,7 @@ def _open_repayment_page(campaign_id: int) -> None:
         loan = _loan_of(campaign_id, loan_id)
         if not loans_app.is_borrower(user, loan):
             return
-        _check_announce(loan, amount)
+        loans.check_announce(db.session, loan, amount)
     except CampaignError:
         return
     campaign = db.session.get(Campaign, campaign_id)
@@ -762,7 +748,7 @@ def repay(data: dict[str, Any], campaign_id: int) -> Any:
                                      field="method")
         if page_ is None:
             loan = loans.get_loan(db.session, loan.id, lock=True)
-            _check_announce(loan, data["amount"])  # names what is wrong
+            loans.check_announce(db.session, loan, data["amount"])  # names what is wrong
             raise PaymentUnavailable("the payment page could not be opened; try again", field="method")
         checkout = page_[1]
     repayment = loans.announce_repayment(db.session, loan.id, amount=data["amount"], method=data["method"],
