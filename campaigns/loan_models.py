@@ -33,6 +33,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -218,7 +219,10 @@ class LoanRepayment(Base):
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("principal >= 0 AND interest >= 0", name="parts_not_negative"),
         CheckConstraint("status <> 'received' OR principal + interest = amount", name="received_fully_applied"),
+        CheckConstraint("status <> 'received' OR (sequence IS NOT NULL AND principal_ceilings IS NOT NULL "
+                        "AND interest_ceilings IS NOT NULL)", name="received_shared"),
         UniqueConstraint("loan_id", "reference", name="uq_loan_repayments_reference"),
+        UniqueConstraint("loan_id", "sequence", name="uq_loan_repayments_sequence"),
         Index("ix_loan_repayments_loan_status", "loan_id", "status"),
     )
 
@@ -236,6 +240,15 @@ class LoanRepayment(Base):
     principal: Mapped[int] = mapped_column(BigInteger, default=0)
     interest: Mapped[int] = mapped_column(BigInteger, default=0)
     entry_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    #: The order in which the loan's repayments were received (1, 2, ...), which is the order their
+    #: money was shared between the lenders: an announced repayment confirmed late comes after
+    #: those received before it, whatever its id.
+    sequence: Mapped[int | None] = mapped_column(Integer)
+    #: Where the split between the lenders stands after this repayment, one bit per claim (in
+    #: position order): whether its cumulative share of the principal, and of the interest, repaid
+    #: so far is the ceiling of its exact share (see :func:`campaigns.loan_schedule.ceilings`).
+    principal_ceilings: Mapped[bytes | None] = mapped_column(LargeBinary)
+    interest_ceilings: Mapped[bytes | None] = mapped_column(LargeBinary)
     payer_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id"))
     recorded_by_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id"))
     stripe_checkout_id: Mapped[str | None] = mapped_column(String(100), unique=True)

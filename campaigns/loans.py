@@ -23,10 +23,13 @@ what is owed on to the lenders as the borrower repays; ``4674:lender:ID`` what r
 credited a person, until they withdraw it; ``4673:revolving:CUR`` what the round loans repaid,
 which the next round to close pools with its shops' round-ups.
 
-Each lender's share of a repayment is derived, never stored: the loan's repayments in order,
-split by :func:`campaigns.loan_schedule.split_stream` in proportion to the lenders' money
-principal. So one repayment is one entry (one posting per lender) and one row, and every lender
-receives exactly their principal when the loan is repaid.
+Each lender's share of a repayment is not stored one by one: the repayments, in the order they
+were received, are split by the rule of :func:`campaigns.loan_schedule.split_stream` in
+proportion to the lenders' money principal, and each received repayment keeps where the split
+stands after it, one bit per claim (:func:`campaigns.loan_schedule.ceilings`), from which the
+next one continues (:func:`campaigns.loan_schedule.split_next`). So one repayment is one entry
+(one posting per lender) and one row, whatever the loan's history, and every lender receives
+exactly their principal when the loan is repaid.
 """
 
 from __future__ import annotations
@@ -69,12 +72,32 @@ from campaigns.loan_models import (
     VolunteerOrganisation,
     WithdrawalStatus,
 )
-from campaigns.loan_schedule import Due, Method, Terms, add_months, apply_payment, build_schedule, split_stream
+from campaigns.loan_schedule import (
+    Due,
+    Method,
+    Terms,
+    add_months,
+    apply_payment,
+    build_schedule,
+    from_ceilings,
+    split_next,
+    split_stream,
+)
 from campaigns.models import Campaign, Contribution, Kind, Status
 from campaigns.models import ContributionStatus as S
 from campaigns.policy import Policy
 from campaigns.services import get_campaign
-from ledger import Account, EntryRequest, Leg, get_balance, open_account, post_entry, post_pending, void_pending
+from ledger import (
+    Account,
+    EntryRequest,
+    Leg,
+    collector_paused,
+    get_balance,
+    open_account,
+    post_entry,
+    post_pending,
+    void_pending,
+)
 from ledger.chart import chart_account
 from ledger.money import MAX_AMOUNT
 from ledger.posting import new_entry_id
@@ -498,9 +521,10 @@ def claims_of(session: Session, loan: Loan) -> list[LoanClaim]:
 
 
 def received(session: Session, loan: Loan) -> list[LoanRepayment]:
+    """The loan's repayments received, in the order they were received (and shared)."""
     return list(session.scalars(select(LoanRepayment).where(
         LoanRepayment.loan_id == loan.id, LoanRepayment.status == RepaymentStatus.RECEIVED.value)
-        .order_by(LoanRepayment.id)))
+        .order_by(LoanRepayment.sequence)))
 
 
 def confirmed_hours(session: Session, loan: Loan) -> list[VolunteeringDeclaration]:
@@ -599,15 +623,13 @@ class ClaimTotals:
 
 
 def claim_totals(session: Session, loan: Loan, claims: Sequence[LoanClaim] | None = None) -> list[ClaimTotals]:
-    """Each claim's totals, replaying the loan's repayments and confirmed hours in order."""
+    """Each claim's totals: in money, from where the split stood after the last repayment; in
+    volunteering (never booked per lender), replaying the confirmed hours in order."""
     claims = list(claims if claims is not None else claims_of(session, loan))
     if not claims:
         return []
-    reps = received(session, loan)
-    money = _cumulative(split_stream([r.principal for r in reps], weights(claims)), len(claims)) \
-        if reps and sum(weights(claims)) else [0] * len(claims)
-    interest = _cumulative(split_stream([r.interest for r in reps], weights(claims)), len(claims)) \
-        if reps and sum(weights(claims)) else [0] * len(claims)
+    split = split_so_far(session, loan, len(claims))
+    money, interest = split.principal(weights(claims)), split.interest(weights(claims))
     hours = confirmed_hours(session, loan)
     vol_weights = [c.volunteering_principal for c in claims]
     settled = _cumulative(split_stream([h.value for h in hours], vol_weights), len(claims)) \
@@ -773,25 +795,66 @@ def repayment_by_reference(session: Session, reference: str | None) -> LoanRepay
 
 
 @dataclass(frozen=True, slots=True)
+class Split:
+    """Where the sharing of a loan's repayments stands: how many were received, the principal and
+    interest they repaid, and which claims hold the ceiling of their exact share of each (bits in
+    position order, :func:`campaigns.loan_schedule.ceilings`)."""
+
+    received: int
+    principal_total: int
+    interest_total: int
+    principal_ceilings: bytes
+    interest_ceilings: bytes
+
+    def principal(self, claim_weights: Sequence[int]) -> list[int]:
+        """Each claim's cumulative share of the principal repaid."""
+        return from_ceilings(self.principal_ceilings, claim_weights, self.principal_total)
+
+    def interest(self, claim_weights: Sequence[int]) -> list[int]:
+        return from_ceilings(self.interest_ceilings, claim_weights, self.interest_total)
+
+
+def split_so_far(session: Session, loan: Loan, claims: int) -> Split:
+    """Read from the last repayment received, in two small queries: no replay of the history."""
+    received_only = (LoanRepayment.loan_id == loan.id, LoanRepayment.status == RepaymentStatus.RECEIVED.value)
+    count, principal_total, interest_total = session.execute(select(
+        func.count(), func.coalesce(func.sum(LoanRepayment.principal), 0),
+        func.coalesce(func.sum(LoanRepayment.interest), 0)).where(*received_only)).one()
+    if not count:
+        none = bytes((claims + 7) // 8)
+        return Split(0, 0, 0, none, none)
+    last = session.execute(select(LoanRepayment.sequence, LoanRepayment.principal_ceilings,
+                                  LoanRepayment.interest_ceilings)
+                           .where(*received_only).order_by(LoanRepayment.sequence.desc()).limit(1)).one()
+    if last.sequence != count:
+        raise AssertionError(f"loan {loan.id}: {count} repayments received, the last one numbered {last.sequence}")
+    return Split(count, int(principal_total), int(interest_total), last.principal_ceilings, last.interest_ceilings)
+
+
+@dataclass(frozen=True, slots=True)
 class Distribution:
-    """How one repayment is shared: per claim, principal and interest."""
+    """How one repayment is shared: per claim, principal and interest; and where the split stands
+    after it (:func:`campaigns.loan_schedule.ceilings`), to keep on the repayment."""
 
     principal: list[int] = field(default_factory=list)
     interest: list[int] = field(default_factory=list)
+    sequence: int = 0
+    principal_ceilings: bytes = b""
+    interest_ceilings: bytes = b""
 
 
-def distribute(session: Session, loan: Loan, claims: Sequence[LoanClaim], principal: int,
+def distribute(session: Session, loan: Loan, claim_weights: Sequence[int], principal: int,
                interest: int) -> Distribution:
     """The lenders' shares of a new repayment of ``principal`` and ``interest``, continuing the
-    split of the loan's earlier repayments (so that, repaid in full, each lender gets exactly their
-    money principal)."""
-    w = weights(claims)
-    if sum(w) == 0:
-        return Distribution([0] * len(claims), [0] * len(claims))
-    reps = received(session, loan)
-    p_rows = split_stream([r.principal for r in reps] + [principal], w)
-    i_rows = split_stream([r.interest for r in reps] + [interest], w)
-    return Distribution(p_rows[-1], i_rows[-1])
+    split of the loan's earlier repayments from where it stands (so that, repaid in full, each
+    lender gets exactly their money principal). Call it with the loan locked."""
+    before = split_so_far(session, loan, len(claim_weights))
+    if sum(claim_weights) == 0:  # nothing to share in money (all repaid in volunteering)
+        zeros = [0] * len(claim_weights)
+        return Distribution(zeros, zeros, before.received + 1, before.principal_ceilings, before.interest_ceilings)
+    p_row, p_bits = split_next(principal, claim_weights, before.principal_ceilings, before.principal_total)
+    i_row, i_bits = split_next(interest, claim_weights, before.interest_ceilings, before.interest_total)
+    return Distribution(p_row, i_row, before.received + 1, p_bits, i_bits)
 
 
 def _receive(session: Session, loan: Loan, repayment: LoanRepayment, on: date, actor_id: int | None,
@@ -812,22 +875,30 @@ def _receive(session: Session, loan: Loan, repayment: LoanRepayment, on: date, a
             row.settled_on = on
     principal = sum(a.principal for a in applied)
     interest = sum(a.interest for a in applied)
-    claims = claims_of(session, loan)
-    shares = distribute(session, loan, claims, principal, interest)
-    credit: dict[int, int] = defaultdict(int)
-    for claim, p, i in zip(claims, shares.principal, shares.interest, strict=True):
-        credit[claim.account_id] += p + i
     cash = books.platform_account(session, RECEIVED_ON[repayment.method], loan.currency)
-    legs = [Leg(cash, repayment.amount)]
-    if principal:
-        legs += [Leg(loan.receivable_account_id, -principal), Leg(loan.claims_account_id, principal)]
-    legs += [Leg(account, -amount) for account, amount in sorted(credit.items()) if amount]
-    entry = post_entry(session, EntryRequest(
-        kind=f"loan.repayment.{repayment.method}", legs=tuple(legs), effective_on=on,
-        memo=f"Prêt {loan.id} : remboursement {repayment.reference}"[:2000], ref_type=LOAN_REF, ref_id=str(loan.id),
-        idempotency_key=f"loan:{loan.id}:repayment:{repayment.id}"), now=now)
+    # Short-lived objects by the ten thousand for a loan of many lenders: see ledger.collector_paused.
+    lenders = session.scalar(select(func.count()).where(LoanClaim.loan_id == loan.id)) or 0
+    with collector_paused(lenders):
+        # Plain rows, not objects: a loan may have tens of thousands of lenders.
+        claims = session.execute(select(LoanClaim.account_id,
+                                        LoanClaim.principal - LoanClaim.volunteering_principal)
+                                 .where(LoanClaim.loan_id == loan.id).order_by(LoanClaim.position)).all()
+        shares = distribute(session, loan, [w for _a, w in claims], principal, interest)
+        credit: dict[int, int] = defaultdict(int)
+        for (account, _w), p, i in zip(claims, shares.principal, shares.interest, strict=True):
+            credit[account] += p + i
+        legs = [Leg(cash, repayment.amount)]
+        if principal:
+            legs += [Leg(loan.receivable_account_id, -principal), Leg(loan.claims_account_id, principal)]
+        legs += [Leg(account, -amount) for account, amount in sorted(credit.items()) if amount]
+        entry = post_entry(session, EntryRequest(
+            kind=f"loan.repayment.{repayment.method}", legs=tuple(legs), effective_on=on,
+            memo=f"Prêt {loan.id} : remboursement {repayment.reference}"[:2000], ref_type=LOAN_REF,
+            ref_id=str(loan.id), idempotency_key=f"loan:{loan.id}:repayment:{repayment.id}"), now=now)
     repayment.status, repayment.received_on, repayment.entry_id = RepaymentStatus.RECEIVED.value, on, entry.id
     repayment.principal, repayment.interest = principal, interest
+    repayment.sequence = shares.sequence
+    repayment.principal_ceilings, repayment.interest_ceilings = shares.principal_ceilings, shares.interest_ceilings
     repayment.recorded_by_id, repayment.updated_at = actor_id, now
     session.flush()
     _close_if_repaid(session, loan, now)
@@ -1215,7 +1286,7 @@ def due_for_reminder(session: Session, today: date, policy: Policy) -> list[tupl
 def loan_ties(session: Session, loan: Loan) -> list[str]:
     """Where a disbursed loan's rows and its ledger accounts disagree, to the cent (empty: they tie).
     ``274`` holds the money principal not repaid plus the volunteering part not done; ``168`` the
-    same, owed on to the lenders; each lender's claims, replayed, sum to what was repaid."""
+    same, owed on to the lenders; the lenders' shares sum to what was repaid."""
     if loan.principal is None or loan.receivable_account_id is None:
         return []
     problems = []

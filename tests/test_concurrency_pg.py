@@ -484,7 +484,14 @@ def wait_for_lock_wait(engine: Engine, tag: str, timeout_s: float = 5.0) -> bool
     return False
 
 
-def test_closing_an_account_while_a_posting_reaches_it_does_not_deadlock(pg_engine, monkeypatch):
+def entry_of(size: int, bank: int, fund: int) -> EntryRequest:
+    """An entry of ``size`` postings, the bank's debit and the fund's credits of a cent each:
+    from ``BULK_ROWS`` postings, the ledger writes an entry's balances at once, unheld."""
+    return request((bank, size - 1), *[(fund, -1)] * (size - 1))
+
+
+@pytest.mark.parametrize("size", [2, posting_module.BULK_ROWS + 1])
+def test_closing_an_account_while_a_posting_reaches_it_does_not_deadlock(pg_engine, monkeypatch, size):
     """The posting holds the account's balance row and, on inserting its postings, needs a key
     share of the account row (the foreign key); close_account must not hold that row in a mode
     that conflicts while it waits for the balance row, or the two deadlock."""
@@ -511,7 +518,7 @@ def test_closing_an_account_while_a_posting_reaches_it_does_not_deadlock(pg_engi
                 outcomes[name] = exc
 
     poster = threading.Thread(target=run, name="poster", daemon=True,
-                              args=("poster", lambda s: post_entry(s, request((bank, 100), (fund, -100)))))
+                              args=("poster", lambda s: post_entry(s, entry_of(size, bank, fund))))
     closer = threading.Thread(target=run, name="closer", daemon=True,
                               args=("closer", tagged(tag, lambda s: close_account(s, bank))))
     poster.start()
@@ -526,11 +533,12 @@ def test_closing_an_account_while_a_posting_reaches_it_does_not_deadlock(pg_engi
     assert isinstance(outcomes["poster"], PostedEntry), repr(outcomes["poster"])
     assert isinstance(outcomes["closer"], AccountNotEmpty), repr(outcomes["closer"])
     assert (attempts["poster"].retries, attempts["closer"].retries) == (0, 0), "a deadlock was retried"
-    assert posted(pg_engine, bank) == 100
+    assert posted(pg_engine, bank) == size - 1
     check_books(pg_engine)
 
 
-def test_posting_to_an_account_closed_while_it_waits_is_refused_as_account_closed(pg_engine, monkeypatch):
+@pytest.mark.parametrize("size", [2, posting_module.BULK_ROWS + 1])
+def test_posting_to_an_account_closed_while_it_waits_is_refused_as_account_closed(pg_engine, monkeypatch, size):
     """close_account holds the balance rows while it closes; a posting that loaded the account
     just before, while it was still open, waits for them and must then be refused as a ledger
     error (AccountClosed), not by the database guard as a bare IntegrityError."""
@@ -558,7 +566,7 @@ def test_posting_to_an_account_closed_while_it_waits_is_refused_as_account_close
     closer = threading.Thread(target=run, name="closer", daemon=True,
                               args=("closer", lambda s: close_account(s, bank)))
     poster = threading.Thread(target=run, name="poster", daemon=True,
-                              args=("poster", tagged(tag, lambda s: post_entry(s, request((bank, 100), (fund, -100))))))
+                              args=("poster", tagged(tag, lambda s: post_entry(s, entry_of(size, bank, fund)))))
     closer.start()
     assert balances_locked.wait(timeout=10)
     poster.start()

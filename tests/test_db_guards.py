@@ -217,6 +217,43 @@ def test_unbalanced_hand_written_entry_is_refused_at_its_seal(session, books):
         add_entry(session, entry_id)
 
 
+def test_unbalanced_entry_is_refused_at_commit_even_past_its_seal_on_postgresql(session, books):
+    # The check at commit stands behind the seal: with the seal switched off (in this savepoint
+    # only: DDL is transactional), an unbalanced entry still does not commit.
+    if backend(session) != "postgresql":
+        pytest.skip("SQLite checks the entry at its seal only")
+    entry_id = uuid.uuid4()
+    with refused(session, "unbalanced entry at commit"):
+        sql(session, "ALTER TABLE ledger_entries DISABLE TRIGGER ledger_entries_seal")
+        add_posting(session, entry_id, books["bank"], 700)
+        add_posting(session, entry_id, books["fund"], -690)
+        add_entry(session, entry_id)
+        assert_deferred_checks_pass(session)
+
+
+def test_an_entry_is_summed_once_at_commit_however_many_postings_on_postgresql(session, books):
+    # Summing the entry once per posting made committing n postings cost n^2 (10 s for a loan
+    # repayment shared by 10,000 lenders). Count the calls of the commit-time functions.
+    if backend(session) != "postgresql":
+        pytest.skip("SQLite has no check at commit")
+    try:
+        with session.begin_nested():
+            sql(session, "SET LOCAL track_functions = 'pl'")
+    except DatabaseError:
+        pytest.skip("track_functions needs a superuser")
+    with accepted(session):
+        sql(session, "SET LOCAL track_functions = 'pl'")
+        entry_id = uuid.uuid4()
+        for n in range(40):
+            add_posting(session, entry_id, books["bank" if n % 2 else "fund"], 5 if n % 2 else -5)
+        add_entry(session, entry_id)
+        assert_deferred_checks_pass(session)
+        calls = dict(session.execute(text(
+            "SELECT funcname, calls FROM pg_stat_xact_user_functions WHERE funcname IN "
+            "('ledger_entry_balanced_at_commit', 'ledger_posting_sealed_here')")).all())
+        assert calls == {"ledger_entry_balanced_at_commit": 1, "ledger_posting_sealed_here": 40}
+
+
 def test_entry_balanced_overall_but_not_per_currency_is_refused(session, books):
     entry_id = uuid.uuid4()
     with refused(session, "unbalanced entry"):

@@ -322,3 +322,48 @@ def test_request_hash_is_the_digest_of_the_canonical_json(kind, memo, ref, legs,
         "legs": sorted([a, n] for a, n in legs), "target": str(target) if target else None,
     }, sort_keys=True, separators=(",", ":"))
     assert request_hash(phase, request, target) == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- large entries
+
+
+@pytest.fixture
+def crowd(session):
+    """A loan's 168 account that may not go negative and 250 lenders' accounts: an entry to all
+    of them takes the large-entry path (one COPY, one read and one update of them all, on
+    PostgreSQL)."""
+    from ledger.posting import BULK_ROWS
+
+    lenders = [account(session, code="4674", type="liability") for _ in range(BULK_ROWS + 50)]
+    return {"bank": account(session, code="512"), "claims": account(session, code="168", type="liability",
+                                                                       allow_negative=False), "lenders": lenders}
+
+
+def test_a_large_entry_moves_every_balance_and_keeps_the_books(session, crowd):
+    lenders = crowd["lenders"]
+    shares = [100 + n for n in range(len(lenders))]
+    entry = post_entry(session, request((crowd["bank"], sum(shares)),
+                                        *[(lender, -share) for lender, share in zip(lenders, shares, strict=True)]))
+    assert len(entry.postings) == len(lenders) + 1
+    assert [get_balance(session, lender.id).posted_normal for lender in lenders] == shares
+    assert get_balance(session, crowd["bank"].id).posted == sum(shares)
+    assert find_violations(session) == []
+
+
+def test_a_large_entry_is_refused_whole_for_one_bad_account(session, crowd):
+    lenders = crowd["lenders"]
+    close_account(session, lenders[-1].id)
+    legs = [(crowd["bank"], len(lenders))] + [(lender, -1) for lender in lenders]
+    with pytest.raises(AccountClosed):
+        post_entry(session, request(*legs))
+    with pytest.raises(AccountNotFound):
+        post_entry(session, request(*legs[:-1], (10**12, -1)))
+    dollars = account(session, code="4674", type="liability", currency="USD")
+    with pytest.raises(InvalidEntry, match="sum to zero"):
+        post_entry(session, request(*legs[:-1], (dollars, -1)))
+    # 168 may not go negative: the lenders' balances already written are undone before the refusal.
+    with pytest.raises(InsufficientFunds):
+        post_entry(session, request((crowd["claims"], len(lenders) - 1), *[(lender, -1) for lender in lenders[:-1]],
+                                    (crowd["bank"], -(len(lenders) - 1)), (crowd["bank"], len(lenders) - 1)))
+    assert all(get_balance(session, lender.id).posted == 0 for lender in lenders)
+    assert find_violations(session) == []

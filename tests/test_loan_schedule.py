@@ -22,8 +22,11 @@ from campaigns.loan_schedule import (
     annuity_payment,
     apply_payment,
     build_schedule,
+    ceilings,
     check_terms,
+    from_ceilings,
     period_interest,
+    split_next,
     split_schedule,
     split_stream,
 )
@@ -200,6 +203,51 @@ def test_a_split_continued_from_its_state_is_the_same_split(stream, data):
     state = [sum(col) for col in zip(*head, strict=True)] if head else [0] * len(weights)
     tail = split_stream(amounts[cut:], weights, start=state, start_total=sum(amounts[:cut]))
     assert head + tail == whole
+
+
+@settings(max_examples=300)
+@given(stream=streams(), data=st.data())
+def test_a_split_continued_from_its_stored_ceilings_is_the_same_split(stream, data):
+    # What a repayment keeps (one bit per lender) is the whole state: the split continues from it
+    # exactly as from the replayed history.
+    weights, amounts = stream
+    cut = data.draw(st.integers(0, len(amounts)))
+    whole = split_stream(amounts, weights)
+    head = split_stream(amounts[:cut], weights)
+    state = [sum(col) for col in zip(*head, strict=True)] if head else [0] * len(weights)
+    bits = ceilings(state, weights, sum(amounts[:cut]))
+    assert len(bits) == (len(weights) + 7) // 8
+    assert from_ceilings(bits, weights, sum(amounts[:cut])) == state
+    tail = split_stream(amounts[cut:], weights, start=from_ceilings(bits, weights, sum(amounts[:cut])),
+                        start_total=sum(amounts[:cut]))
+    assert head + tail == whole
+    # And one amount at a time, as repayments arrive, carrying only the bits.
+    total, shares, state = sum(amounts[:cut]), [], bits
+    for amount in amounts[cut:]:
+        row, state = split_next(amount, weights, state, total)
+        total += amount
+        shares.append(row)
+        assert state == ceilings([sum(col) for col in zip(*whole[:len(head) + len(shares)], strict=True)],
+                                 weights, total)
+    assert head + shares == whole
+
+
+def test_ceilings_refuse_what_is_not_a_split():
+    weights = [1, 1, 1, 1, 4, 4]
+    assert ceilings([1, 0, 0, 0, 2, 1], weights, 4) == bytes([0b010001])
+    assert from_ceilings(bytes([0b010001]), weights, 4) == [1, 0, 0, 0, 2, 1]
+    with pytest.raises(ValueError, match="neither the floor nor the ceiling"):
+        ceilings([2, 0, 0, 0, 1, 1], weights, 4)
+    with pytest.raises(ValueError, match="sum"):
+        ceilings([1, 0, 0, 0, 2, 2], weights, 4)
+    with pytest.raises(ValueError, match="one per lender"):
+        from_ceilings(b"\x00\x00", weights, 4)
+    with pytest.raises(ValueError, match="do not sum"):
+        from_ceilings(bytes([0b000001]), weights, 4)  # 1 + 0 + 0 + 0 + 1 + 1: one cent short
+    with pytest.raises(ValueError, match="exact"):
+        from_ceilings(bytes([0b010000]), weights, 3)  # at 3 the big lenders' share is exactly 1
+    with pytest.raises(ValueError, match="past the last lender"):
+        from_ceilings(bytes([0b11010001]), weights, 4)
 
 
 def test_largest_remainder_alone_would_run_out_of_cents():

@@ -401,6 +401,32 @@ def test_a_crowd_loan_shares_every_repayment_to_the_cent(session, holder):
     books_clean(session, loan)
 
 
+def test_a_repayment_confirmed_after_a_later_one_is_shared_in_the_order_received(session, holder):
+    # The split is path-dependent: with weights 1, 1, 1, 1, 4, 4, sharing 3 cents then 1 leaves
+    # the lenders at (1, 0, 0, 0, 2, 1), 1 then 3 at (0, 0, 0, 0, 2, 2). Announced first (lower
+    # id) and confirmed second, the cent is shared second; the rest must continue from there, or
+    # in the end one lender gets a cent too many and another a cent too few.
+    users = [person(session, f"lender{n}") for n in range(6)]
+    policy = Policy(loan_cap_zero_rate=10**9, loan_cap_interest=10**9, min_contribution=1)
+    weights = [10_000] * 4 + [40_000] * 2
+    _campaign, loan = crowd(session, holder, [(u, w, False) for u, w in zip(users, weights, strict=True)],
+                            LoanTerms(term_months=12), goal=sum(weights), policy=policy)
+    announced = loans.announce_repayment(session, loan.id, amount=1, method="transfer", payer_id=holder.id,
+                                         now=NOW)
+    loans.record_repayment(session, loan.id, amount=3, method="transfer", reference="VIR-3", now=NOW)
+    loans.confirm_repayment(session, announced.id, actor_id=None, now=NOW)
+    assert [r.reference for r in loans.received(session, loan)] == ["VIR-3", announced.reference]
+    assert [loans.lender_balance(session, u.id, "EUR") for u in users] == [1, 0, 0, 0, 2, 1]
+    assert [t.principal for t in loans.claim_totals(session, loan)] == [1, 0, 0, 0, 2, 1]
+    books_clean(session, loan)
+
+    loans.record_repayment(session, loan.id, amount=loans.owed(session, loan), method="transfer",
+                           reference="VIR-END", now=NOW)
+    assert [loans.lender_balance(session, u.id, "EUR") for u in users] == weights
+    assert [t.principal for t in loans.claim_totals(session, loan)] == weights
+    books_clean(session, loan)
+
+
 def test_lenders_schedules_sum_to_the_loans(session, holder):
     users = [person(session, f"lender{n}") for n in range(3)]
     _campaign, loan = crowd(session, holder, [(users[0], 100_000, False), (users[1], 33_333, False),
