@@ -46,7 +46,7 @@ from campaigns.models import (
 )
 from campaigns.payments import Checkout, CheckoutState, Dispute, Gateway, Payment, Refund
 from campaigns.policy import Policy
-from campaigns.services import get_campaign
+from campaigns.services import CampaignTerms, campaign_terms, get_campaign
 from ledger import Entry, get_balance, post_entry, post_pending, reverse_entry, void_pending
 from ledger.money import MAX_AMOUNT, is_currency
 from ledger.posting import new_entry_id
@@ -146,8 +146,8 @@ def _release_unit(session: Session, c: Contribution) -> None:
 # --------------------------------------------------------------------------- giving
 
 
-def _validate(campaign: Campaign, amount: Any, currency: Any, method: Any, policy: Policy, now: datetime,
-              loan: bool = False) -> None:
+def _validate(campaign: Campaign | CampaignTerms, amount: Any, currency: Any, method: Any, policy: Policy,
+              now: datetime, loan: bool = False) -> None:
     if not _strict_int(amount):
         raise InvalidContribution("amount is an integer in minor units", field="amount")
     if not policy.min_contribution <= amount <= policy.max_contribution:
@@ -184,7 +184,7 @@ def contribute(session: Session, *, campaign_id: int, contributor_id: int, contr
     :func:`campaigns.loans.lend` (``loan=True``), which checks the loan's limits first.
     """
     now = now or utcnow()
-    campaign = get_campaign(session, campaign_id)
+    campaign = campaign_terms(session, campaign_id)
     currency = campaign.currency if currency is None else currency
     _validate(campaign, amount, currency, payment_method, policy, now, loan)
     method = PaymentMethod(payment_method)
@@ -271,7 +271,7 @@ class CardTerms:
     funding_model: str
 
     @classmethod
-    def of(cls, campaign: Campaign) -> CardTerms:
+    def of(cls, campaign: Campaign | CampaignTerms) -> CardTerms:
         return cls(campaign.id, campaign.title, campaign.currency, campaign.funding_model)
 
 
@@ -291,7 +291,7 @@ def start_card_payment(gateway: Gateway, terms: CardTerms, *, amount: int, email
     return reference, checkout
 
 
-def _fund(campaign: Campaign) -> int:
+def _fund(campaign: Campaign | CampaignTerms) -> int:
     if campaign.fund_account_id is None:
         raise CampaignClosed("this campaign has no fund yet", field="campaign_id")
     return campaign.fund_account_id

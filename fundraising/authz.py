@@ -40,8 +40,7 @@ class Rule:
             return SHOP_KEY in self.who
         if SIGNED_IN in self.who:
             return True
-        user = principal.user
-        return user is not None and bool(user.roles & self.who)
+        return bool(principal.roles & self.who)
 
 
 def rule(*who: str) -> Rule:
@@ -183,7 +182,7 @@ def current_principal() -> Principal | None:
             if principal is None:
                 raise Unauthorized("this token is unknown, revoked or expired")
     elif current_user.is_authenticated:
-        principal = Principal("user", current_user.id, user=current_user._get_current_object())
+        principal = Principal.of_user(current_user._get_current_object())
     g.principal = principal
     return principal
 

@@ -7,16 +7,17 @@ be used to call the API. Tokens are revocable and may expire.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, contains_eager
 
 from fundraising.errors import InvalidInput, NotFound
-from fundraising.models import ApiToken, Shop, User
+from fundraising.models import ApiToken, RoleGrant, Shop, User
 
 PERSONAL_PREFIX = "frp_"
 SHOP_PREFIX = "frs_"
@@ -26,17 +27,43 @@ MAX_TOKEN_LENGTH = 200
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a person (with their roles) or a shop (through its API key)."""
+    """Who is calling: a person (with their roles) or a shop (through its API key).
+
+    A bearer token's person comes as plain values read with the token (id, e-mail, roles), which
+    is all that authorization and most views need; the person's ORM object is loaded the first
+    time a view asks for :attr:`user`. Building that object with its role grants cost more CPU
+    than the rest of a gift's authorization together."""
 
     kind: str  # "user" | "shop"
     id: int
-    user: User | None = None
     shop: Shop | None = None
     token_id: int | None = None
+    roles: frozenset[str] = frozenset()
+    email: str = ""
+    loaded_user: User | None = field(default=None, repr=False)
+    session: Session | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of_user(cls, user: User, *, token_id: int | None = None) -> Principal:
+        """A person whose ORM object is already at hand (a page's signed-in person)."""
+        return cls("user", user.id, token_id=token_id, roles=user.roles, email=user.email, loaded_user=user)
 
     @property
     def key(self) -> str:
         return f"{self.kind}:{self.id}"
+
+    def has_role(self, *roles: str) -> bool:
+        return self.kind == "user" and not self.roles.isdisjoint(roles)
+
+    @functools.cached_property
+    def user(self) -> User | None:
+        """The person's ORM object (None for a shop), loaded with their grants in one query on
+        first use, in the session the token was read in."""
+        if self.kind != "user":
+            return None
+        if self.loaded_user is not None or self.session is None:
+            return self.loaded_user
+        return self.session.execute(_SELECT_USER, {"user_id": self.id}).unique().scalar_one_or_none()
 
 
 def digest(secret: str) -> bytes:
@@ -69,13 +96,13 @@ def resolve_bearer(session: Session, secret: str) -> Principal | None:
     """The principal behind a bearer secret, or None when it is unknown, revoked or expired."""
     if not secret or len(secret) > MAX_TOKEN_LENGTH or not secret.startswith((PERSONAL_PREFIX, SHOP_PREFIX)):
         return None
-    # One round trip: the token, its person and the person's roles (a shop's key loads its shop next).
-    # Every row is read (not ``first()``): each carries one of the person's roles.
-    rows = session.execute(_SELECT_BEARER, {"token_hash": digest(secret)}).unique().all()
+    # One round trip, plain rows: the token, its person and one row per role of the person (a
+    # shop's key loads its shop next).
+    rows = session.connection().execute(_SELECT_BEARER, {"token_hash": digest(secret)}).all()
     now = datetime.now(UTC)
     if not rows:
         return None
-    token_id, kind, shop_id, revoked_at, expires_at, user = rows[0]
+    token_id, kind, shop_id, revoked_at, expires_at, user_id, email, disabled_at, _role = rows[0]
     if revoked_at is not None:
         return None
     if expires_at is not None and expires_at <= now:
@@ -85,17 +112,22 @@ def resolve_bearer(session: Session, secret: str) -> Principal | None:
         if shop is None or shop.status != "approved":
             return None
         return Principal("shop", shop.id, shop=shop, token_id=token_id)
-    if user is None or not user.is_active:
+    if user_id is None or disabled_at is not None:  # no person, or a disabled one (User.is_active)
         return None
-    return Principal("user", user.id, user=user, token_id=token_id)
+    roles = frozenset(row.role for row in rows if row.role is not None)
+    return Principal("user", user_id, token_id=token_id, roles=roles, email=email, session=session)
 
 
+_TOKENS, _USERS, _GRANTS = ApiToken.__table__, User.__table__, RoleGrant.__table__
 _SELECT_BEARER = (
-    select(ApiToken.id, ApiToken.kind, ApiToken.shop_id, ApiToken.revoked_at, ApiToken.expires_at, User)
-    .outerjoin(User, User.id == ApiToken.user_id)
-    .outerjoin(User.grants)
-    .options(contains_eager(User.grants))
-    .where(ApiToken.token_hash == bindparam("token_hash"))
+    select(_TOKENS.c.id, _TOKENS.c.kind, _TOKENS.c.shop_id, _TOKENS.c.revoked_at, _TOKENS.c.expires_at,
+           _USERS.c.id.label("user_id"), _USERS.c.email, _USERS.c.disabled_at, _GRANTS.c.role)
+    .select_from(_TOKENS.outerjoin(_USERS, _USERS.c.id == _TOKENS.c.user_id)
+                 .outerjoin(_GRANTS, _GRANTS.c.user_id == _USERS.c.id))
+    .where(_TOKENS.c.token_hash == bindparam("token_hash"))
+)
+_SELECT_USER = (
+    select(User).outerjoin(User.grants).options(contains_eager(User.grants)).where(User.id == bindparam("user_id"))
 )
 
 

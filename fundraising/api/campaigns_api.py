@@ -17,6 +17,7 @@ from fundraising import mail, payments
 from fundraising.api.common import Blueprint, PageArgs, already_answered, before_transaction, page, unit_of_work
 from fundraising.api.loans_api import LoanOut, LoanTermsIn, campaign_loan_dict, loan_terms
 from fundraising.authz import current_principal
+from fundraising.credentials import Principal
 from fundraising.errors import Forbidden
 from fundraising.extensions import db
 from fundraising.models import Role, User
@@ -195,11 +196,17 @@ def _is(user: User | None, *roles: str) -> bool:
 def visible_campaign(campaign_id: int, *, lock: bool = False) -> Campaign:
     """A campaign the caller may see: public ones for anyone, drafts for their holder and admins."""
     campaign = services.get_campaign(db.session, campaign_id, lock=lock)
-    user = _user()
-    if Status(campaign.status) in PUBLIC or _is(user, Role.ADMIN) or (user is not None and
-                                                                       campaign.holder_id == user.id):
+    if may_see_campaign(campaign, current_principal()):
         return campaign
     raise CampaignNotFound(f"no campaign {campaign_id}")
+
+
+def may_see_campaign(campaign: Campaign | services.CampaignTerms, principal: Principal | None) -> bool:
+    """Public campaigns for anyone, the others for their holder and admins (people, not shops)."""
+    if Status(campaign.status) in PUBLIC:
+        return True
+    return principal is not None and principal.kind == "user" and (
+        principal.has_role(Role.ADMIN) or campaign.holder_id == principal.id)
 
 
 def own_campaign(campaign_id: int, *, lock: bool = False) -> Campaign:

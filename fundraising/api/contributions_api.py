@@ -13,6 +13,7 @@ from sqlalchemy import select
 from campaigns import contributions, loans, processor_events, treasury
 from campaigns.errors import (
     CampaignError,
+    CampaignNotFound,
     ContributionNotFound,
     ContributionStateError,
     InvalidContribution,
@@ -30,9 +31,9 @@ from campaigns.models import (
     Status,
 )
 from campaigns.payments import InvalidSignature
-from campaigns.services import get_campaign
+from campaigns.services import campaign_terms, get_campaign
 from fundraising import payments
-from fundraising.api.campaigns_api import visible_campaign
+from fundraising.api.campaigns_api import may_see_campaign, visible_campaign
 from fundraising.api.common import Blueprint, PageArgs, already_answered, before_transaction, page, unit_of_work
 from fundraising.authz import current_principal
 from fundraising.errors import Forbidden
@@ -162,7 +163,7 @@ def _known_object() -> None:
     if args.get("contribution_id") is not None:
         readable(args["contribution_id"])
     elif args.get("campaign_id") is not None:
-        g.campaign = get_campaign(db.session, args["campaign_id"])  # kept: the view reads it again
+        campaign_terms(db.session, args["campaign_id"])  # read once per transaction: the view reads it again
 
 
 # --------------------------------------------------------------------------- giving
@@ -173,7 +174,8 @@ def _open_card_page(campaign_id: int) -> None:
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or body.get("payment_method") != PaymentMethod.CARD or already_answered():
         return
-    g.card_page = payments.prepare_card_payment(campaign_id, body.get("amount"), _user().email, select_locale())
+    g.card_page = payments.prepare_card_payment(campaign_id, body.get("amount"), current_principal().email,
+                                                select_locale())
 
 
 @blp.route("/campaigns/<int:campaign_id>/contributions", methods=["POST"])
@@ -190,23 +192,24 @@ def contribute(data: dict[str, Any], campaign_id: int) -> dict[str, Any]:
     is reached). ``transfer``, ``cheque``, ``cash``: the contribution waits for the treasurer's
     confirmation; ``instructions`` say how to pay. Send an ``Idempotency-Key``: a retry then
     returns the same contribution."""
-    campaign = get_campaign(db.session, campaign_id)
-    if Status(campaign.status) != Status.CANCELLED:
-        visible_campaign(campaign_id)  # drafts stay hidden; ended campaigns answer "closed"
-    user = _user()
+    campaign = campaign_terms(db.session, campaign_id)
+    principal = current_principal()
+    if Status(campaign.status) != Status.CANCELLED and not may_see_campaign(campaign, principal):
+        raise CampaignNotFound(f"no campaign {campaign_id}")  # drafts stay hidden; ended ones answer "closed"
     page_ = g.get("card_page") if data["payment_method"] == PaymentMethod.CARD else None
     # No gateway is passed: a card's page was opened before the transaction (with the caller's
     # locale, see _open_card_page), so the service needs no locale of its own.
     card = {"reference": page_[0] if page_ else None, "checkout": page_[1] if page_ else None}
     accepts = data.pop("accepts_volunteering")
     if campaign.kind == Kind.LOAN:
-        c, checkout_url = loans.lend(db.session, campaign_id=campaign_id, lender_id=user.id, lender_email=user.email,
-                                     policy=payments.policy(), accepts_volunteering=accepts, **card, **data)
+        c, checkout_url = loans.lend(db.session, campaign_id=campaign_id, lender_id=principal.id,
+                                     lender_email=principal.email, policy=payments.policy(),
+                                     accepts_volunteering=accepts, **card, **data)
     elif accepts:
         raise InvalidContribution("only a loan's lenders accept volunteering", field="accepts_volunteering")
     else:
         c, checkout_url = contributions.contribute(
-            db.session, campaign_id=campaign_id, contributor_id=user.id, contributor_email=user.email,
+            db.session, campaign_id=campaign_id, contributor_id=principal.id, contributor_email=principal.email,
             policy=payments.policy(), **card, **data)
     if c.payment_method in OFFLINE_METHODS:
         payments.notify_contribution("instructions", c.id)
