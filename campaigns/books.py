@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from campaigns.models import Contribution, PaymentMethod
 from ledger import Account, EntryRequest, Leg, open_account
 from ledger.chart import chart_account
+from ledger.driver import Statement
 
 CONTRIBUTION_REF = "contribution"
 FEE_REF = "fee"
@@ -70,14 +71,14 @@ MAY_GO_NEGATIVE = frozenset({PROCESSOR, BANK, CASH})
 PLATFORM_SHARDS = 8
 
 
-_ACCOUNT_BY_KEY = select(Account.id).where(Account.key == bindparam("key"))
+_ACCOUNT_BY_KEY = Statement(select(Account.id).where(Account.key == bindparam("key")))
 
 
 def platform_account(session: Session, code: str, currency: str) -> int:
     """The platform's own account for ``code`` in ``currency`` (one per currency), opened on
     first use. Concurrent first uses open it once."""
     key = code if currency == "EUR" else f"{code}:{currency}"
-    found = session.connection().execute(_ACCOUNT_BY_KEY, {"key": key}).scalar()
+    found = _ACCOUNT_BY_KEY.scalar(session, {"key": key})
     if found is not None:
         return found
     chart = chart_account(code)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from campaigns import books
@@ -48,6 +48,7 @@ from campaigns.payments import Checkout, CheckoutState, Dispute, Gateway, Paymen
 from campaigns.policy import Policy
 from campaigns.services import CampaignTerms, campaign_terms, get_campaign
 from ledger import Entry, get_balance, post_entry, post_pending, reverse_entry, void_pending
+from ledger.driver import Statement, insert_values
 from ledger.money import MAX_AMOUNT, is_currency
 from ledger.posting import new_entry_id
 
@@ -240,12 +241,13 @@ def contribute(session: Session, *, campaign_id: int, contributor_id: int, contr
 
 
 _CONTRIBUTIONS = Contribution.__table__
-_INSERT_CONTRIBUTION = insert(_CONTRIBUTIONS).returning(_CONTRIBUTIONS.c.id)
 #: What a column not given holds: the model's scalar default, as the ORM would have written, else NULL.
 _CONTRIBUTION_DEFAULTS = {
     column.key: column.default.arg if column.default is not None and column.default.is_scalar else None
     for column in _CONTRIBUTIONS.columns if column.key != "id"
 }
+_INSERT_CONTRIBUTION = Statement(insert_values(_CONTRIBUTIONS, list(_CONTRIBUTION_DEFAULTS)).returning(
+    _CONTRIBUTIONS.c.id))
 
 
 def _insert_contribution(session: Session, **values: Any) -> Contribution:
@@ -254,7 +256,7 @@ def _insert_contribution(session: Session, **values: Any) -> Contribution:
     model's default), so no attribute is left to load later. On the path of every gift, the ORM's
     flush of a single new object costs about as much again as the statement itself."""
     row = _CONTRIBUTION_DEFAULTS | values
-    row["id"] = session.connection().execute(_INSERT_CONTRIBUTION, row).scalar_one()
+    row["id"] = _INSERT_CONTRIBUTION.scalar(session, row)
     c = Contribution(**row)
     make_transient_to_detached(c)
     session.add(c)

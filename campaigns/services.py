@@ -25,6 +25,7 @@ from campaigns.models import Campaign, CampaignTransition, Contribution, Funding
 from campaigns.models import ContributionStatus as S
 from ledger import POSTED_PHASES, Entry, Posting, open_account
 from ledger.chart import chart_account
+from ledger.driver import Statement
 from ledger.money import MAX_AMOUNT, is_currency
 
 FUND_CODE = "4673"
@@ -159,8 +160,8 @@ class CampaignTerms:
 
 _TERMS = "campaigns.terms"
 _CAMPAIGNS = Campaign.__table__
-_SELECT_TERMS = select(*(_CAMPAIGNS.c[name] for name in CampaignTerms.__slots__)).where(
-    _CAMPAIGNS.c.id == bindparam("campaign_id"))
+_SELECT_TERMS = Statement(select(*(_CAMPAIGNS.c[name] for name in CampaignTerms.__slots__)).where(
+    _CAMPAIGNS.c.id == bindparam("campaign_id")))
 
 
 def campaign_terms(session: Session, campaign_id: int) -> CampaignTerms:
@@ -176,7 +177,7 @@ def campaign_terms(session: Session, campaign_id: int) -> CampaignTerms:
     memo = session.info.get(_TERMS)
     if memo is not None and memo[0] is session.get_transaction() and campaign_id in memo[1]:
         return memo[1][campaign_id]
-    row = session.connection().execute(_SELECT_TERMS, {"campaign_id": campaign_id}).first()
+    row = _SELECT_TERMS.first(session, {"campaign_id": campaign_id})
     if row is None:
         raise CampaignNotFound(f"no campaign {campaign_id}")
     terms = CampaignTerms(*row)

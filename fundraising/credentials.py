@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, contains_eager
 
 from fundraising.errors import InvalidInput, NotFound
 from fundraising.models import ApiToken, RoleGrant, Shop, User
+from ledger.driver import Statement
 
 PERSONAL_PREFIX = "frp_"
 SHOP_PREFIX = "frs_"
@@ -98,7 +99,7 @@ def resolve_bearer(session: Session, secret: str) -> Principal | None:
         return None
     # One round trip, plain rows: the token, its person and one row per role of the person (a
     # shop's key loads its shop next).
-    rows = session.connection().execute(_SELECT_BEARER, {"token_hash": digest(secret)}).all()
+    rows = _SELECT_BEARER.rows(session, {"token_hash": digest(secret)})
     now = datetime.now(UTC)
     if not rows:
         return None
@@ -114,12 +115,12 @@ def resolve_bearer(session: Session, secret: str) -> Principal | None:
         return Principal("shop", shop.id, shop=shop, token_id=token_id)
     if user_id is None or disabled_at is not None:  # no person, or a disabled one (User.is_active)
         return None
-    roles = frozenset(row.role for row in rows if row.role is not None)
+    roles = frozenset(row[8] for row in rows if row[8] is not None)
     return Principal("user", user_id, token_id=token_id, roles=roles, email=email, session=session)
 
 
 _TOKENS, _USERS, _GRANTS = ApiToken.__table__, User.__table__, RoleGrant.__table__
-_SELECT_BEARER = (
+_SELECT_BEARER = Statement(
     select(_TOKENS.c.id, _TOKENS.c.kind, _TOKENS.c.shop_id, _TOKENS.c.revoked_at, _TOKENS.c.expires_at,
            _USERS.c.id.label("user_id"), _USERS.c.email, _USERS.c.disabled_at, _GRANTS.c.role)
     .select_from(_TOKENS.outerjoin(_USERS, _USERS.c.id == _TOKENS.c.user_id)

@@ -43,13 +43,15 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, event, insert, select, text
+from sqlalchemy import BigInteger, Select, any_, bindparam, event, insert, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, scoped_session
 
+from ledger.driver import Statement, insert_values, raise_driver_error
 from ledger.errors import (
     AccountClosed,
     AccountExists,
@@ -182,20 +184,36 @@ class AccountInfo(NamedTuple):
 
 # Statements built once: SQLAlchemy caches their compiled form, and the hot path (one entry per
 # request) spends its time in the database rather than in building queries.
-_SELECT_ACCOUNTS = select(
+_ACCOUNT_COLUMNS = (
     Account.id, Account.key, Account.code, Account.type, Account.currency, Account.allow_negative,
     Account.balance_shards, Account.closed_at,
-).where(Account.id.in_(bindparam("ids", expanding=True)))
-_SELECT_BY_KEY = select(Entry.id, Entry.request_hash).where(Entry.idempotency_key == bindparam("key"))
-_SELECT_ACCOUNTS_AND_KEY = (
-    _SELECT_ACCOUNTS.add_columns(Entry.id, Entry.request_hash)
-    .outerjoin(Entry, Entry.idempotency_key == bindparam("key"))
 )
-#: The same reads, locking the accounts against a concurrent close while balances are held.
-_SELECT_ACCOUNTS_SHARED = _SELECT_ACCOUNTS.with_for_update(read=True, of=Account)
-_SELECT_ACCOUNTS_AND_KEY_SHARED = _SELECT_ACCOUNTS_AND_KEY.with_for_update(read=True, of=Account)
-_INSERT_POSTINGS = insert(Posting.__table__)
-_INSERT_ENTRY = insert(Entry.__table__)
+_SELECT_ACCOUNTS = select(*_ACCOUNT_COLUMNS).where(Account.id.in_(bindparam("ids", expanding=True)))
+#: PostgreSQL's form of the same read, for the driver (no expanding parameter): ``= ANY(:ids)``.
+_SELECT_ACCOUNTS_PG = select(*_ACCOUNT_COLUMNS).where(Account.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
+_SELECT_BY_KEY = Statement(select(Entry.id, Entry.request_hash).where(Entry.idempotency_key == bindparam("key")))
+
+
+def _with_key(accounts: Select) -> Select:
+    return accounts.add_columns(Entry.id, Entry.request_hash).outerjoin(
+        Entry, Entry.idempotency_key == bindparam("key"))
+
+
+def _shared(accounts: Select) -> Select:
+    """The same read, locking the accounts against a concurrent close while balances are held."""
+    return accounts.with_for_update(read=True, of=Account)
+
+
+_ACCOUNTS = Statement(_SELECT_ACCOUNTS, postgresql=_SELECT_ACCOUNTS_PG)
+_ACCOUNTS_SHARED = Statement(_shared(_SELECT_ACCOUNTS), postgresql=_shared(_SELECT_ACCOUNTS_PG))
+_ACCOUNTS_AND_KEY = Statement(_with_key(_SELECT_ACCOUNTS), postgresql=_with_key(_SELECT_ACCOUNTS_PG))
+_ACCOUNTS_AND_KEY_SHARED = Statement(_shared(_with_key(_SELECT_ACCOUNTS)),
+                                     postgresql=_shared(_with_key(_SELECT_ACCOUNTS_PG)))
+_POSTING_COLUMNS = ("entry_id", "account_id", "amount", "currency")
+_ENTRY_COLUMNS = ("id", "phase", "kind", "effective_on", "memo", "ref_type", "ref_id", "idempotency_key",
+                  "request_hash", "pending_id", "reverses_id", "created_at")
+_INSERT_POSTINGS = Statement(insert_values(Posting.__table__, _POSTING_COLUMNS))
+_INSERT_ENTRY = Statement(insert_values(Entry.__table__, _ENTRY_COLUMNS))
 
 #: From this many rows, on PostgreSQL, an entry's postings go in with one ``COPY``, its balance
 #: changes as one statement, and its accounts are read with one: a loan's repayment has one
@@ -319,8 +337,8 @@ def _load_accounts_and_key(
         return _load_accounts(session, wanted), (_find_by_key(session, key) if key else None)
     found: dict[int, AccountInfo] = {}
     existing = None
-    query = _SELECT_ACCOUNTS_AND_KEY_SHARED if _held(session) is not None else _SELECT_ACCOUNTS_AND_KEY
-    for row in session.connection().execute(query, {"ids": wanted, "key": key}):
+    query = _ACCOUNTS_AND_KEY_SHARED if _held(session) is not None else _ACCOUNTS_AND_KEY
+    for row in query.rows(session, {"ids": wanted, "key": key}):
         found[row[0]] = AccountInfo(*row[:8])
         if row[8] is not None:
             existing = (row[8], row[9], key)
@@ -337,9 +355,9 @@ def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, AccountInf
     if len(wanted) >= BULK_ROWS and connection.dialect.name == "postgresql":
         query = _ACCOUNTS_ANY_DRIVER + (" FOR SHARE" if shared else "")
         return {row[0]: AccountInfo(*row) for row in _driver_rows(connection, query, (_int_array(wanted),))}
-    query = _SELECT_ACCOUNTS_SHARED if shared else _SELECT_ACCOUNTS
+    query = _ACCOUNTS_SHARED if shared else _ACCOUNTS
     for start in range(0, len(wanted), 1000):
-        for row in connection.execute(query, {"ids": wanted[start : start + 1000]}):
+        for row in query.rows(connection, {"ids": wanted[start : start + 1000]}):
             found[row[0]] = AccountInfo(*row)
     return found
 
@@ -562,8 +580,8 @@ def _execute_shards(session: Session, rows: Sequence[_ShardChange]) -> None:
     order its plan visits them), then changed by one ``UPDATE``."""
     connection = session.connection()
     if len(rows) < BULK_ROWS or connection.dialect.name != "postgresql":
-        connection.execute(_UPDATE_SHARD, [{"a": a, "s": shard, "p": p, "pd": pd, "pc": pc}
-                                           for a, shard, p, pd, pc in rows])
+        _UPDATE_SHARD.execute_many(connection, [{"a": a, "s": shard, "p": p, "pd": pd, "pc": pc}
+                                                for a, shard, p, pd, pc in rows])
         return
     columns = dict(zip(("a", "s", "p", "pd", "pc"), (_int_array(column) for column in zip(*rows, strict=True)),
                        strict=True))
@@ -576,10 +594,10 @@ def _int_array(values: Iterable[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-_UPDATE_SHARD = text(
+_UPDATE_SHARD = Statement(text(
     "UPDATE ledger_balances SET posted = posted + :p, pending_debits = pending_debits + :pd, "
     "pending_credits = pending_credits + :pc WHERE account_id = :a AND shard = :s"
-)
+))
 
 
 def _write_shards(session: Session, accounts: Mapping[int, AccountInfo], moving: Sequence[tuple[int, _Delta]]) -> None:
@@ -679,7 +697,7 @@ def _add(held: _Held, account: AccountInfo, delta: _Delta) -> None:
 
 def _find_by_key(session: Session, key: str) -> tuple[uuid.UUID, str | None, str] | None:
     """(id, request hash, key) of the entry posted with ``key``, if any."""
-    row = session.connection().execute(_SELECT_BY_KEY, {"key": key}).first()
+    row = _SELECT_BY_KEY.first(session, {"key": key})
     return None if row is None else (row[0], row[1], key)
 
 
@@ -724,7 +742,7 @@ def _insert_entry(
         "reverses_id": reverses_id,
         "created_at": created_at,
     }
-    session.connection().execute(_INSERT_ENTRY, row)
+    _INSERT_ENTRY.execute(session, row)
     return PostedEntry(postings=postings, replayed=False, **row_view(row))
 
 
@@ -741,8 +759,8 @@ def _insert_postings(session: Session, rows: list[_PostingRow]) -> None:
         if len(rows) >= BULK_ROWS and connection.dialect.name == "postgresql":
             _copy_postings(connection, rows)
         else:
-            connection.execute(_INSERT_POSTINGS, [{"entry_id": e, "account_id": a, "amount": x, "currency": c}
-                                                  for e, a, x, c in rows])
+            _INSERT_POSTINGS.execute_many(connection, [{"entry_id": e, "account_id": a, "amount": x, "currency": c}
+                                                       for e, a, x, c in rows])
     except IntegrityError as exc:
         if "posting to a closed account" in str(exc.orig):
             raise AccountClosed("an account of this entry was closed meanwhile", field="postings") from exc
@@ -760,17 +778,7 @@ def _driver_rows(connection: Connection, statement: str, parameters: tuple[objec
             cursor.execute(statement, parameters)
             return cursor.fetchall()
     except psycopg.Error as exc:
-        _raise_driver_error(connection, dbapi_connection, statement, exc)
-
-
-def _raise_driver_error(connection: Connection, dbapi_connection: Any, statement: str, exc: Exception) -> NoReturn:
-    lost = connection.dialect.is_disconnect(exc, dbapi_connection, None)
-    if lost:  # as SQLAlchemy does for a statement: the pool must not hand this connection out again
-        connection.invalidate(exc)
-    import psycopg
-
-    raise DBAPIError.instance(statement, None, exc, psycopg.Error, connection_invalidated=lost,
-                              dialect=connection.dialect) from exc
+        raise_driver_error(connection, dbapi_connection, statement, exc)
 
 
 def _copy_postings(connection: Connection, rows: list[_PostingRow]) -> None:
@@ -785,7 +793,7 @@ def _copy_postings(connection: Connection, rows: list[_PostingRow]) -> None:
             for row in rows:
                 copy.write_row(row)
     except psycopg.Error as exc:
-        _raise_driver_error(connection, dbapi_connection, _COPY_POSTINGS, exc)
+        raise_driver_error(connection, dbapi_connection, _COPY_POSTINGS, exc)
 
 
 def row_view(row: Mapping[str, object]) -> dict[str, object]:
@@ -1093,7 +1101,7 @@ def post_entries(
                                  created_at, postings)
     if posting_rows:
         _insert_postings(session, posting_rows)
-        session.connection().execute(_INSERT_ENTRY, entry_rows)
+        _INSERT_ENTRY.execute_many(session, entry_rows)
     return [r for r in results if r is not None]
 
 

@@ -24,6 +24,7 @@ from fundraising.errors import IdempotencyKeyReused, InvalidInput
 from fundraising.extensions import db
 from fundraising.forms import drop_nul
 from fundraising.models import IdempotencyRecord
+from ledger.driver import Statement
 from ledger.unit_of_work import RetryTransaction, run_in_transaction
 
 MAX_KEY_LENGTH = 200
@@ -154,17 +155,22 @@ def _fingerprint() -> str:
 
 
 _RECORDS = IdempotencyRecord.__table__
-#: Built once per dialect (a statement never changes; its values are bound per request).
-_CLAIM = {
-    name: insert_(_RECORDS)
-    .values(principal=bindparam("principal"), key=bindparam("key"), method=bindparam("method"),
-            path=bindparam("path"), request_hash=bindparam("request_hash"), status_code=PENDING_STATUS,
-            content_type="", response_body="", created_at=bindparam("created_at"))
-    .on_conflict_do_nothing(index_elements=["principal", "key"])
-    .returning(_RECORDS.c.id)
-    for name, insert_ in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
-}
-_STORE = (
+
+
+def _claim(insert_: Any) -> Any:
+    return (
+        insert_(_RECORDS)
+        .values(principal=bindparam("principal"), key=bindparam("key"), method=bindparam("method"),
+                path=bindparam("path"), request_hash=bindparam("request_hash"), status_code=PENDING_STATUS,
+                content_type="", response_body="", created_at=bindparam("created_at"))
+        .on_conflict_do_nothing(index_elements=["principal", "key"])
+        .returning(_RECORDS.c.id)
+    )
+
+
+#: Built once (a statement never changes; its values are bound per request), in each dialect's form.
+_CLAIM = Statement(_claim(sqlite_insert), postgresql=_claim(postgresql_insert))
+_STORE = Statement(
     update(_RECORDS).where(_RECORDS.c.id == bindparam("record_id"))
     .values(status_code=bindparam("status_code"), content_type=bindparam("content_type"),
             response_body=bindparam("response_body"))
@@ -175,10 +181,9 @@ def claim_key(session: Session, scope: str, key: str, fingerprint: str) -> int |
     """Insert this request's record, or find the one already there: one statement when the key
     is new (``INSERT ... ON CONFLICT DO NOTHING``, which waits for a concurrent holder of the key
     to finish), a second to read the stored answer when it is not."""
-    connection = session.connection()
-    claimed = connection.execute(_CLAIM[connection.dialect.name], {
+    claimed = _CLAIM.scalar(session, {
         "principal": scope, "key": key, "method": request.method, "path": request.path[:500],
-        "request_hash": fingerprint, "created_at": datetime.now(UTC)}).scalar()
+        "request_hash": fingerprint, "created_at": datetime.now(UTC)})
     if claimed is not None:
         return claimed
     existing = session.scalar(
@@ -196,7 +201,7 @@ def claim_key(session: Session, scope: str, key: str, fingerprint: str) -> int |
 
 
 def store_answer(session: Session, record_id: int, response: Response) -> None:
-    session.connection().execute(_STORE, {
+    _STORE.execute(session, {
         "record_id": record_id, "status_code": response.status_code,
         "content_type": response.content_type or "application/json",
         "response_body": response.get_data(as_text=True)})
