@@ -2,10 +2,14 @@
 
 Why: mail, PDFs and other slow or outward work must never see uncommitted data, never run for a
 rolled-back transaction, and never hold a transaction open. :func:`enqueue` therefore waits for the
-commit of ``db.session`` (see :func:`after_commit`), then either runs the job inline (no
-``REDIS_URL``: development, tests) or pushes it to an RQ queue that ``fundraising jobs worker``
-drains. Either way the job runs as a worker would run it: in an app context of its own, with a
-session of its own, and with a copy of its arguments taken when it was enqueued.
+commit of ``db.session``. Without ``REDIS_URL`` (development, tests) it runs inline once the
+transaction commits (see :func:`after_commit`). With it, the job is written to the outbox
+(``job_outbox``) in the transaction that asks for it, so it exists exactly when that transaction
+committed, whatever happens to Redis or to the process after the commit; ``fundraising jobs
+worker`` moves committed jobs from the outbox to the RQ queue between two jobs (:func:`relay`,
+at most a second after the commit when it is idle) and runs them. Either way the job runs as a
+worker would run it: in an app context of its own, with a session of its own, and with a copy of
+its arguments taken when it was enqueued.
 
 Idempotency contract: delivery is at least once. RQ retries a failed job (at most three times),
 and a worker can die after the job's effect but before it is marked done, so **a job must be safe
@@ -14,8 +18,9 @@ to run twice**: pass ids and plain values, and make the effect idempotent (a led
 effect, not one attempt: a job enqueued again with the same id while the first is queued or kept
 (RQ's ``unique`` enqueue) or done within ``ONCE_TTL_S`` (the once-guard in :func:`perform`) runs
 no second time. The guard narrows the window for duplicates; it does not close it, the job does.
-Enqueueing after commit is best effort: if Redis is down at that moment the failure is logged and
-the job is lost, so work that must happen needs a sweep that finds it again from the database.
+A job from the outbox always has an id (its own, or ``outbox-`` and a random one), so a relay
+that pushed it and then failed before deleting its row, and pushes it again, does not run it twice.
+A job enqueued outside any transaction (a command, a job) is pushed at once.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import logging
 import pickle
 import re
 import threading
+import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,11 +45,15 @@ import rq
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from rq.exceptions import DuplicateJobError
-from sqlalchemy import event
+from sqlalchemy import delete, event, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from fundraising.config import ConfigError
 from fundraising.extensions import db
+from fundraising.models import OutboxJob
+from ledger.driver import Statement, insert_values
+from ledger.posting import utcnow
+from ledger.unit_of_work import run_in_transaction
 
 __all__ = [
     "JobError",
@@ -54,6 +65,7 @@ __all__ = [
     "jobs_group",
     "make_worker",
     "perform",
+    "relay",
     "remind_borrowers_job",
     "remind_job",
     "worker_command",
@@ -70,6 +82,10 @@ ONCE_TTL_S = 7 * 24 * 3600
 ONCE_PREFIX = "fundraising:jobs:once:"
 #: Inline mode remembers this many finished job ids (per app, in memory).
 MEMORY_GUARD_SIZE = 10_000
+#: How many outbox rows one relay moves to the queue at most (one transaction).
+RELAY_BATCH = 500
+#: How long an idle worker waits on its queue before it looks at the outbox again (seconds).
+RELAY_POLL_S = 1
 #: What RQ accepts as a job id, with a bound on its length.
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _COMMITTED = "fundraising.after_commit.committed"
@@ -226,12 +242,49 @@ def enqueue(func: Callable[..., Any] | str, *args: Any, job_id: str | None = Non
     state = _state(app)
     if job_id is not None and not JOB_ID.fullmatch(job_id):
         raise ValueError(f"job_id must be 1-200 letters, digits, '-' or '_', got {job_id!r}")
-    snapshot = pickle.loads(pickle.dumps((args, kwargs)))
-    call = _Call(import_path(func), snapshot[0], snapshot[1], job_id)
+    payload = pickle.dumps((args, kwargs))
+    path = import_path(func)
+    session = db.session()
+    if state.queue is not None and session.in_transaction():
+        _INSERT_OUTBOX.execute(session, {"path": path, "payload": payload,
+                                         "job_id": job_id or f"outbox-{uuid.uuid4().hex}", "created_at": utcnow()})
+        return
+    snapshot = pickle.loads(payload)
+    call = _Call(path, snapshot[0], snapshot[1], job_id)
     if state.queue is None:
         after_commit(functools.partial(_run_inline, app, call))
     else:
-        after_commit(functools.partial(_push, state.queue, call, state.timeout_s))
+        _push(state.queue, call, state.timeout_s)
+
+
+_OUTBOX = OutboxJob.__table__
+_INSERT_OUTBOX = Statement(insert_values(_OUTBOX, ("path", "payload", "job_id", "created_at")))
+#: The oldest committed jobs; a concurrent relay skips the rows another one holds (PostgreSQL).
+_NEXT_IN_OUTBOX = (select(_OUTBOX.c.id, _OUTBOX.c.path, _OUTBOX.c.payload, _OUTBOX.c.job_id)
+                   .order_by(_OUTBOX.c.id).limit(RELAY_BATCH).with_for_update(skip_locked=True))
+
+
+def relay(app: Flask) -> int:
+    """Move committed jobs from the outbox to the app's queue, oldest first, and return how many
+    (at most :data:`RELAY_BATCH`). The rows are deleted in the transaction that read them, after
+    their jobs were pushed: if pushing fails (Redis down), the error propagates and the rows stay
+    for the next relay; if the process stops after a push and before the commit, the next relay
+    pushes the same job ids again, and they do not run twice (RQ's unique enqueue, the guard)."""
+    state = _state(app)
+    if state.queue is None:
+        return 0
+
+    def move(session: Session) -> int:
+        rows = session.execute(_NEXT_IN_OUTBOX).all()
+        for _id, path, payload, job_id in rows:
+            args, kwargs = pickle.loads(payload)
+            _push(state.queue, _Call(path, args, kwargs, job_id), state.timeout_s)
+        if rows:
+            session.execute(delete(_OUTBOX).where(_OUTBOX.c.id.in_([row[0] for row in rows])))
+        return len(rows)
+
+    with app.app_context():
+        return run_in_transaction(db.session, move)
 
 
 def import_path(func: Callable[..., Any] | str) -> str:
@@ -372,9 +425,33 @@ class _MemoryGuard:
 
 
 class _AppContextMixin:
-    """Each job runs in an app context of its own, so it has a session of its own."""
+    """Each job runs in an app context of its own, so it has a session of its own; between two
+    jobs, the worker moves the outbox's committed jobs to its queue (:func:`relay`)."""
 
     app: Flask
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None,
+                                     max_idle_time: int | None = None) -> tuple[rq.job.Job, rq.Queue] | None:
+        """RQ's wait for the next job, looking at the outbox first, and again every
+        :data:`RELAY_POLL_S` while the queue stays empty (``timeout`` None: a burst, once)."""
+        if timeout is None:
+            self._relay_all()
+            return super().dequeue_job_and_maintain_ttl(None, max_idle_time)  # type: ignore[misc]
+        idle_until = None if max_idle_time is None else time.monotonic() + max_idle_time
+        while True:
+            self._relay_all()
+            result = super().dequeue_job_and_maintain_ttl(RELAY_POLL_S, RELAY_POLL_S)  # type: ignore[misc]
+            if result is not None or getattr(self, "_stop_requested", False):
+                return result
+            if idle_until is not None and time.monotonic() >= idle_until:
+                return None
+
+    def _relay_all(self) -> None:
+        try:
+            while relay(self.app) == RELAY_BATCH:
+                pass
+        except Exception:  # Redis or the database away: the rows wait for the next look
+            logger.exception("could not move the outbox's jobs to the queue; they stay in the outbox")
 
     def perform_job(self, job: rq.job.Job, queue: rq.Queue, execution: Any) -> bool:
         with self.app.app_context():
@@ -406,11 +483,11 @@ def make_worker(app: Flask, *, fork: bool = True) -> AppWorker | AppSimpleWorker
 
 
 @click.command("worker")
-@click.option("--burst", is_flag=True, help="Stop once the queue is empty.")
+@click.option("--burst", is_flag=True, help="Stop once the outbox and the queue are empty.")
 @click.option("--simple", is_flag=True, help="Run jobs in this process instead of a forked child.")
 @with_appcontext
 def worker_command(burst: bool, simple: bool) -> None:
-    """Run the jobs queued in Redis (REDIS_URL), retrying failures on schedule."""
+    """Move committed jobs from the outbox to Redis (REDIS_URL) and run them, retrying failures on schedule."""
     try:
         worker = make_worker(current_app._get_current_object(), fork=not simple)  # type: ignore[attr-defined]
     except JobError as exc:

@@ -144,6 +144,19 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class OutboxJob(Base):
+    """A job asked for by a transaction, written in that transaction: it exists exactly when the
+    transaction committed, and the worker moves it to the queue (see :mod:`fundraising.jobs`)."""
+
+    __tablename__ = "job_outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(String(200))  # the function's import path
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # its arguments, pickled when it was asked for
+    job_id: Mapped[str] = mapped_column(String(200))  # the job's id on the queue (its once-guard)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class IdempotencyRecord(Base):
     """The stored response of a POST made with an ``Idempotency-Key``, per caller.
 

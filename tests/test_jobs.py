@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from sqlalchemy.orm import Session
 from fundraising import jobs
 from fundraising.config import ConfigError
 from fundraising.extensions import db
+from fundraising.models import OutboxJob
 from ledger import Account, AccountType, open_account, run_in_transaction
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://localhost:6379/15")
@@ -305,17 +308,32 @@ def test_worker_command_without_redis_says_why(jobs_app):
     assert "REDIS_URL is not set" in result.output
 
 
-def test_redis_down_after_commit_is_logged_and_the_commit_stands(jobs_app, caplog, tmp_path):
-    app = jobs_app(REDIS_URL=f"redis://127.0.0.1:{closed_port()}/0")
+def outboxed(app: Flask) -> list[tuple[str, str]]:
+    """(path, job id) of the jobs waiting in the outbox, oldest first."""
+    with app.app_context():
+        return [tuple(row) for row in db.session.execute(
+            select(OutboxJob.path, OutboxJob.job_id).order_by(OutboxJob.id))]
+
+
+def test_redis_down_keeps_the_job_in_the_outbox_until_it_is_back(jobs_app, redis_url, tmp_path):
+    down = jobs_app(REDIS_URL=f"redis://127.0.0.1:{closed_port()}/0")
 
     def work(session: Session) -> None:
         marker_account(session, "job:no-redis")
         jobs.enqueue(append_line, str(tmp_path / "x"), "x")
 
-    with app.app_context(), caplog.at_level(logging.ERROR, logger="fundraising.jobs"):
-        run_in_transaction(db.session, work)
-    assert "after-commit callback" in caplog.text and "tests.test_jobs.append_line" in caplog.text
-    assert account_names(app) == ["Marker job:no-redis"]
+    with down.app_context():
+        run_in_transaction(db.session, work)  # Redis is not asked: the commit does not depend on it
+    assert account_names(down) == ["Marker job:no-redis"]
+    [(path, job_id)] = outboxed(down)
+    assert path == "tests.test_jobs.append_line" and job_id.startswith("outbox-")
+    with pytest.raises(redis.RedisError):
+        jobs.relay(down)
+    assert outboxed(down) == [(path, job_id)]  # still there
+
+    up = jobs_app(REDIS_URL=redis_url, JOBS_QUEUE=f"test-{uuid.uuid4().hex[:8]}")  # the same database
+    drain(up)
+    assert lines(tmp_path / "x") == ["x"] and outboxed(up) == []
 
 
 # --------------------------------------------------------------------------- RQ (real Redis, real worker)
@@ -328,7 +346,8 @@ def rq_app(jobs_app, redis_url):
 
 
 def drain(app: Flask) -> None:
-    """Run every queued job in this process with the real RQ machinery, then stop."""
+    """Move the outbox's jobs to the queue and run them in this process with the real RQ
+    machinery, then stop."""
     jobs.make_worker(app, fork=False).work(burst=True)
 
 
@@ -343,7 +362,9 @@ def test_job_goes_through_a_real_forking_worker_after_commit(rq_app):
 
     with app.app_context():
         run_in_transaction(db.session, work)
-    assert queue.count == 1
+    assert queue.count == 0 and outboxed(app) == [("tests.test_jobs.open_marker_account", "open-job-rq")]
+    assert jobs.relay(app) == 1 and jobs.relay(app) == 0
+    assert queue.count == 1 and outboxed(app) == []
     job = queue.jobs[0]
     assert (job.id, job.retries_left, job.retry_intervals) == ("open-job-rq", 3, [10, 60, 300])
 
@@ -363,6 +384,7 @@ def test_rolled_back_transaction_queues_nothing(rq_app):
 
     with app.app_context(), pytest.raises(LookupError):
         run_in_transaction(db.session, work)
+    assert outboxed(app) == [] and jobs.relay(app) == 0
     assert queue_of(app).count == 0
 
 
@@ -376,9 +398,11 @@ def test_same_job_id_enqueued_twice_has_one_effect(rq_app, tmp_path):
 
     with app.app_context():
         run_in_transaction(db.session, work)
+        assert jobs.relay(app) == 2  # both rows moved; the second is the same job
         assert queue_of(app).count == 1
         drain(app)
         run_in_transaction(db.session, work)  # RQ still keeps the finished job: not queued again
+        assert jobs.relay(app) == 2
         assert queue_of(app).count == 0
         queue_of(app).connection.delete("rq:job:receipt-7")  # RQ forgot it (result TTL): the guard holds
         run_in_transaction(db.session, work)
@@ -394,3 +418,23 @@ def test_failed_job_is_scheduled_for_a_bounded_retry(rq_app):
     job = rq.job.Job.fetch("explode-1", connection=queue_of(app).connection)
     assert job.get_status() == rq.job.JobStatus.SCHEDULED
     assert job.retries_left == 2
+
+
+def test_a_waiting_worker_takes_a_job_committed_after_it_started(rq_app, tmp_path):
+    """The worker looks at the outbox again while its queue stays empty: a job committed while it
+    waits runs within a few seconds, without a burst or a restart."""
+    app, ran = rq_app(), tmp_path / "late.txt"
+
+    def commit_later() -> None:
+        time.sleep(0.5)
+        with app.app_context():
+            run_in_transaction(db.session, lambda session: (session.execute(select(1)),
+                                                            jobs.enqueue(append_line, str(ran), "late")))
+
+    committer = threading.Thread(target=commit_later)
+    committer.start()
+    began = time.monotonic()
+    jobs.make_worker(app, fork=False).work(max_idle_time=4)  # returns once idle for 4 s after the job
+    committer.join()
+    assert lines(ran) == ["late"] and outboxed(app) == []
+    assert time.monotonic() - began < 15
