@@ -18,8 +18,10 @@ to run twice**: pass ids and plain values, and make the effect idempotent (a led
 effect, not one attempt: a job enqueued again with the same id while the first is queued or kept
 (RQ's ``unique`` enqueue) or done within ``ONCE_TTL_S`` (the once-guard in :func:`perform`) runs
 no second time. The guard narrows the window for duplicates; it does not close it, the job does.
-A job from the outbox always has an id (its own, or ``outbox-`` and a random one), so a relay
-that pushed it and then failed before deleting its row, and pushes it again, does not run it twice.
+A job from the outbox always has an id on the queue (its own, or ``outbox-`` and a random one), so
+a relay that pushed it and then failed before deleting its row pushes it again in vain while RQ
+keeps it (queued, then ``result_ttl`` after it ran); ids given to :func:`enqueue` also keep the
+once-guard, random ones do not (they name no effect, and would fill Redis with a key per mail).
 A job enqueued outside any transaction (a command, a job) is pushed at once.
 """
 
@@ -82,6 +84,8 @@ ONCE_TTL_S = 7 * 24 * 3600
 ONCE_PREFIX = "fundraising:jobs:once:"
 #: Inline mode remembers this many finished job ids (per app, in memory).
 MEMORY_GUARD_SIZE = 10_000
+#: The queue id of an outbox job that was given none (ids given to :func:`enqueue` may not start so).
+OUTBOX_PREFIX = "outbox-"
 #: How many outbox rows one relay moves to the queue at most (one transaction).
 RELAY_BATCH = 500
 #: How long an idle worker waits on its queue before it looks at the outbox again (seconds).
@@ -240,14 +244,16 @@ def enqueue(func: Callable[..., Any] | str, *args: Any, job_id: str | None = Non
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     state = _state(app)
-    if job_id is not None and not JOB_ID.fullmatch(job_id):
-        raise ValueError(f"job_id must be 1-200 letters, digits, '-' or '_', got {job_id!r}")
+    if job_id is not None and (not JOB_ID.fullmatch(job_id) or job_id.startswith(OUTBOX_PREFIX)):
+        raise ValueError(f"job_id must be 1-200 letters, digits, '-' or '_', not starting with "
+                         f"{OUTBOX_PREFIX!r}, got {job_id!r}")
     payload = pickle.dumps((args, kwargs))
     path = import_path(func)
     session = db.session()
     if state.queue is not None and session.in_transaction():
         _INSERT_OUTBOX.execute(session, {"path": path, "payload": payload,
-                                         "job_id": job_id or f"outbox-{uuid.uuid4().hex}", "created_at": utcnow()})
+                                         "job_id": job_id or f"{OUTBOX_PREFIX}{uuid.uuid4().hex}",
+                                         "created_at": utcnow()})
         return
     snapshot = pickle.loads(payload)
     call = _Call(path, snapshot[0], snapshot[1], job_id)
@@ -278,7 +284,8 @@ def relay(app: Flask) -> int:
         rows = session.execute(_NEXT_IN_OUTBOX).all()
         for _id, path, payload, job_id in rows:
             args, kwargs = pickle.loads(payload)
-            _push(state.queue, _Call(path, args, kwargs, job_id), state.timeout_s)
+            own = None if job_id.startswith(OUTBOX_PREFIX) else job_id  # the once-guard is for named effects
+            _push(state.queue, _Call(path, args, kwargs, own), state.timeout_s, queue_id=job_id)
         if rows:
             session.execute(delete(_OUTBOX).where(_OUTBOX.c.id.in_([row[0] for row in rows])))
         return len(rows)
@@ -323,16 +330,17 @@ def _perform_in_app(app: Flask, call: _Call) -> None:
         perform(call.path, call.args, call.kwargs, call.job_id)
 
 
-def _push(queue: rq.Queue, call: _Call, timeout_s: int) -> None:
+def _push(queue: rq.Queue, call: _Call, timeout_s: int, *, queue_id: str | None = None) -> None:
     """Queue ``call`` on Redis in one round trip: given a pipeline, RQ sends the queue's
-    registration and the job together, where it would otherwise send them in two (and every
-    gift queues a mail). A unique job is still saved by RQ's atomic script, before the pipeline
-    runs."""
+    registration and the job together, where it would otherwise send them in two. A job with an
+    id on the queue (``queue_id``, else its own ``job_id``) is unique there, saved by RQ's atomic
+    script before the pipeline runs."""
+    queue_id = queue_id or call.job_id
     try:
         with queue.connection.pipeline() as pipe:
             queue.enqueue_call(
-                perform, args=(call.path, call.args, call.kwargs, call.job_id), job_id=call.job_id,
-                unique=call.job_id is not None, retry=RETRY, timeout=timeout_s, description=call.describe(),
+                perform, args=(call.path, call.args, call.kwargs, call.job_id), job_id=queue_id,
+                unique=queue_id is not None, retry=RETRY, timeout=timeout_s, description=call.describe(),
                 pipeline=pipe,
             )
             pipe.execute()

@@ -51,7 +51,7 @@ class Statement:
     def __init__(self, statement: Executable, *, postgresql: Executable | None = None) -> None:
         self.statement = statement
         self.postgresql = postgresql if postgresql is not None else statement
-        self._compiled: dict[int, _Compiled] = {}
+        self._compiled: dict[tuple[object, ...], _Compiled] = {}
 
     # ---------------------------------------------------------------- running
 
@@ -106,9 +106,10 @@ class Statement:
     # ---------------------------------------------------------------- compiling
 
     def _for(self, dialect: Dialect) -> _Compiled:
-        found = self._compiled.get(id(dialect))
+        key = (type(dialect), dialect.server_version_info)  # what the compiled form depends on
+        found = self._compiled.get(key)
         if found is None:
-            found = self._compiled[id(dialect)] = _compile(self.postgresql, dialect)
+            found = self._compiled[key] = _compile(self.postgresql, dialect)
         return found
 
 

@@ -264,6 +264,8 @@ def test_enqueue_refuses_what_a_worker_could_not_run(jobs_app):
             jobs.enqueue("tests.test_jobs.no_such_job")
         with pytest.raises(ValueError, match="job_id"):
             jobs.enqueue(append_line, "/dev/null", "x", job_id="has spaces/and slashes")
+        with pytest.raises(ValueError, match="outbox-"):
+            jobs.enqueue(append_line, "/dev/null", "x", job_id="outbox-7")  # the outbox's own names
         with pytest.raises(TypeError):
             jobs.enqueue(append_line, socket.socket(), "unpicklable")
 
@@ -334,6 +336,9 @@ def test_redis_down_keeps_the_job_in_the_outbox_until_it_is_back(jobs_app, redis
     up = jobs_app(REDIS_URL=redis_url, JOBS_QUEUE=f"test-{uuid.uuid4().hex[:8]}")  # the same database
     drain(up)
     assert lines(tmp_path / "x") == ["x"] and outboxed(up) == []
+    guards = redis.Redis.from_url(redis_url).keys(jobs.ONCE_PREFIX + "*")
+    assert guards == []  # a job named by the outbox alone leaves no once-guard key behind
+    assert jobs.relay(up) == 0
 
 
 # --------------------------------------------------------------------------- RQ (real Redis, real worker)
