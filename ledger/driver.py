@@ -176,8 +176,8 @@ def _cursor(connection: Connection, dbapi_connection: Any) -> Any:
 
 
 def _direct(connection: Connection) -> bool:
-    """Whether the statement may skip SQLAlchemy: PostgreSQL, and nobody listening."""
-    return (connection.dialect.name == "postgresql" and not connection._has_events
+    """Whether the statement may skip SQLAlchemy: PostgreSQL through psycopg 3, nobody listening."""
+    return (connection.dialect.driver == "psycopg" and not connection._has_events
             and not connection.engine._has_events and not connection._echo)
 
 
