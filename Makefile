@@ -64,10 +64,14 @@ demo: $(VENV)/.installed
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/roundups_import.py
+	$(BIN)/python bench/loan_distribution.py
+	$(BIN)/python bench/donations_http.py
 
 bench-quick: $(VENV)/.installed-dev
 	$(BIN)/python bench/ledger.py --quick
 	$(BIN)/python bench/roundups_import.py --quick
+	$(BIN)/python bench/loan_distribution.py --quick
+	$(BIN)/python bench/donations_http.py --quick
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis
