@@ -975,8 +975,9 @@ def _round_loan(d: Demo) -> None:
     """The closed round's second share, lent instead of given: the admin turns it into a loan at
     zero interest over 12 months, 30 % of it repaid in hours at 50 EUR an hour; the treasurer
     sends it. The borrower repaid two instalments ahead, declared hours at two approved
-    organisations: confirmed, refused, one still awaiting the contact's answer. What came back
-    waits in the revolving fund for the next round to close."""
+    organisations: confirmed, refused, and one still awaiting the contact's answer when the
+    share leaves hours to declare. What came back waits in the revolving fund for the next round
+    to close."""
     for name, contact, email in ORGANISATIONS:
         d.on(d.at(-120, 9), lambda name=name, contact=contact, email=email: loans.add_organisation(
             d.session, name=name, contact_name=contact, contact_email=email, now=d.at(-120, 9)))
@@ -1020,6 +1021,11 @@ def _round_loan(d: Demo) -> None:
         def declare(minutes: int = minutes, given: int = given, when: datetime = when, answer: bool | None = answer,
                     org: int = org) -> None:
             organisation = loans.organisations(d.session)[org]
+            if answer is None and loans.volunteering_remaining(d.session, d.session.get(Loan, made[0])) <= 0:
+                # The round's second share depends on the weekdays the round covered (the shops'
+                # closing days): when it is at its smallest, the hours confirmed already cover its
+                # volunteering part, and there is nothing left to declare.
+                return
             _declaration, token = loans.declare_hours(
                 d.session, made[0], organisation_id=organisation.id, minutes=minutes,
                 done_on=d.today + timedelta(days=given), description="Atelier vélo : réparations avec les habitants",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time as clock
 from collections import Counter
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -426,3 +426,16 @@ def test_demo_gateway_refunds_within_the_payment_and_takes_no_webhook():
     assert gateway.dispute(lost.id) == lost
     with pytest.raises(InvalidSignature):
         gateway.parse_event(b"{}", "t=1,v1=x")
+
+
+@pytest.mark.parametrize("weekday", range(7))
+def test_the_demo_loads_whatever_the_day_of_the_week(session, weekday) -> None:
+    """The rounds' pools depend on the weekdays they cover (the shops' closing days), and so does
+    the round's loan: on a Thursday its volunteering part was once covered before the last
+    declaration, and the demo failed to load."""
+    today = date(2026, 12, 3) + timedelta(days=weekday)  # a Thursday first
+    assert load_demo(session, today=today) is True
+    loan = demo_loans(session)["round"]
+    assert loans.volunteering_remaining(session, loan) >= 0
+    hours = list(session.scalars(select(VolunteeringDeclaration).where(VolunteeringDeclaration.loan_id == loan.id)))
+    assert {"confirmed", "refused"} <= {h.status for h in hours}
