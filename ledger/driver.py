@@ -13,11 +13,13 @@ listens to (``before_cursor_execute`` and the like, ``echo``), the statement run
 SQLAlchemy as usual, with the same plain tuples returned.
 
 Statements with expanding ``IN`` parameters cannot go to the driver as they are: give their
-PostgreSQL form (``= ANY(:ids)``) as ``postgresql=``.
+PostgreSQL form (``= ANY(:ids)``) as ``postgresql=``. A text query names its columns
+(``text(...).columns(...)``): they say that it returns rows, and how to read them.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -27,8 +29,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.sql import Executable
+from sqlalchemy.sql.elements import TextClause
 
 Row = tuple[Any, ...]
+#: A text statement that returns rows, which only its columns say (``.columns(...)``).
+_ROWS_WANTED = re.compile(r"\s*(SELECT|WITH|VALUES)\b|.*\bRETURNING\b", re.IGNORECASE | re.DOTALL)
 _Processor = Callable[[Any], Any]
 
 
@@ -49,6 +54,9 @@ class Statement:
     __slots__ = ("_compiled", "postgresql", "statement")
 
     def __init__(self, statement: Executable, *, postgresql: Executable | None = None) -> None:
+        for given in (statement, postgresql):
+            if type(given) is TextClause and _ROWS_WANTED.match(given.text):
+                raise TypeError("a text query names its columns (text(...).columns(...)), so that its rows are read")
         self.statement = statement
         self.postgresql = postgresql if postgresql is not None else statement
         self._compiled: dict[tuple[object, ...], _Compiled] = {}

@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import BigInteger, Select, any_, bindparam, event, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -225,8 +225,9 @@ BULK_ROWS = 200
 #: parameter as given: cast from a typed varchar, the array would be parsed again for every row.)
 _ACCOUNTS_ANY = ("SELECT id, key, code, type, currency, allow_negative, balance_shards, closed_at "
                  "FROM ledger_accounts WHERE id = ANY (CAST(:id_array AS bigint[]))")
-#: Sent through the driver's own cursor: rows as plain tuples, for ten thousand accounts.
-_ACCOUNTS_ANY_DRIVER = _ACCOUNTS_ANY.replace(":id_array", "%s")
+#: PostgreSQL only; rows as plain tuples, for ten thousand accounts.
+_MANY_ACCOUNTS = {shared: Statement(text(_ACCOUNTS_ANY + (" FOR SHARE" if shared else "")).columns(
+    *(column.expression for column in _ACCOUNT_COLUMNS))) for shared in (False, True)}
 _COPY_POSTINGS = "COPY ledger_postings (entry_id, account_id, amount, currency) FROM STDIN"
 
 
@@ -353,8 +354,8 @@ def _load_accounts(session: Session, ids: Iterable[int]) -> dict[int, AccountInf
     connection = session.connection()
     shared = _held(session) is not None
     if len(wanted) >= BULK_ROWS and connection.dialect.name == "postgresql":
-        query = _ACCOUNTS_ANY_DRIVER + (" FOR SHARE" if shared else "")
-        return {row[0]: AccountInfo(*row) for row in _driver_rows(connection, query, (_int_array(wanted),))}
+        rows = _MANY_ACCOUNTS[shared].rows(connection, {"id_array": _int_array(wanted)})
+        return {row[0]: AccountInfo(*row) for row in rows}
     query = _ACCOUNTS_SHARED if shared else _ACCOUNTS
     for start in range(0, len(wanted), 1000):
         for row in query.rows(connection, {"ids": wanted[start : start + 1000]}):
@@ -765,20 +766,6 @@ def _insert_postings(session: Session, rows: list[_PostingRow]) -> None:
         if "posting to a closed account" in str(exc.orig):
             raise AccountClosed("an account of this entry was closed meanwhile", field="postings") from exc
         raise
-
-
-def _driver_rows(connection: Connection, statement: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:
-    """A large read through the driver's cursor on the session's connection (plain tuples, no
-    result rows to build); errors come out as SQLAlchemy's, as from a statement."""
-    import psycopg
-
-    dbapi_connection = connection.connection.dbapi_connection
-    try:
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute(statement, parameters)
-            return cursor.fetchall()
-    except psycopg.Error as exc:
-        raise_driver_error(connection, dbapi_connection, statement, exc)
 
 
 def _copy_postings(connection: Connection, rows: list[_PostingRow]) -> None:

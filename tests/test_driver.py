@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import bindparam, event, select, text
 from sqlalchemy.exc import IntegrityError
 
 from fundraising.models import IdempotencyRecord
@@ -95,3 +95,14 @@ def test_many_rows_in_one_call(session) -> None:
     update.execute_many(session, [])
     session.expire_all()
     assert [session.get(Account, a.id).name for a in accounts] == ["Banque 0", "Banque 1", "Banque 2"]
+
+
+def test_a_text_query_names_its_columns(session) -> None:
+    with pytest.raises(TypeError, match="columns"):
+        Statement(text("SELECT id FROM ledger_accounts WHERE key = :key"))
+    with pytest.raises(TypeError, match="columns"):
+        Statement(text("UPDATE ledger_accounts SET name = name WHERE key = :key RETURNING id"))
+    account = _account(session, "driver:text")
+    query = Statement(text("SELECT id, closed_at FROM ledger_accounts WHERE key = :key").columns(
+        Account.id.expression, Account.closed_at.expression))
+    assert query.rows(session, {"key": "driver:text"}) == [(account.id, None)]
