@@ -202,9 +202,12 @@ def visible_campaign(campaign_id: int, *, lock: bool = False) -> Campaign:
 
 
 def may_see_campaign(campaign: Campaign | services.CampaignTerms, principal: Principal | None) -> bool:
-    """Public campaigns for anyone, the others for their holder and admins (people, not shops)."""
-    if Status(campaign.status) in PUBLIC:
-        return True
+    """Public campaigns for anyone, the others for their holder and admins."""
+    return Status(campaign.status) in PUBLIC or _holds_or_administers(campaign, principal)
+
+
+def _holds_or_administers(campaign: Campaign | services.CampaignTerms, principal: Principal | None) -> bool:
+    """The campaign's holder, or an admin (people, not shops)."""
     return principal is not None and principal.kind == "user" and (
         principal.has_role(Role.ADMIN) or campaign.holder_id == principal.id)
 
@@ -212,8 +215,7 @@ def may_see_campaign(campaign: Campaign | services.CampaignTerms, principal: Pri
 def own_campaign(campaign_id: int, *, lock: bool = False) -> Campaign:
     """A campaign the caller holds (admins act on any)."""
     campaign = visible_campaign(campaign_id, lock=lock)
-    user = _user()
-    if _is(user, Role.ADMIN) or (user is not None and campaign.holder_id == user.id):
+    if _holds_or_administers(campaign, current_principal()):
         return campaign
     raise Forbidden("only the campaign's holder may do this")
 
